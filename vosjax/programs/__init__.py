@@ -1,0 +1,1 @@
+"""Programs: `run(config, workdir)` entry points that experiments name."""
