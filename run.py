@@ -14,6 +14,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from vosjax import experiments
+from vosjax.errors import InputError
 
 DEFAULT_EXPERIMENT = "smoke"
 
@@ -72,7 +73,11 @@ def main(argv):
   workdir = os.path.join(flags.FLAGS.workdir, flags.FLAGS.experiment)
   logging.info("experiment %s, workdir %s\n%s", flags.FLAGS.experiment,
                workdir, config)
-  experiments.get_program(config)(config, workdir)
+  try:
+    experiments.get_program(config)(config, workdir)
+  except InputError as e:
+    print(f"run.py: {e}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

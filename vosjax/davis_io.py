@@ -21,10 +21,12 @@ import tempfile
 import numpy as np
 from PIL import Image
 
+from vosjax.errors import InputError
+
 VOID_LABEL = 255
 
 
-class DavisFormatError(ValueError):
+class DavisFormatError(InputError):
   """A DAVIS folder, sequence or file that does not match the layout."""
 
 
