@@ -1,0 +1,129 @@
+r"""Wall time of the DAVIS evaluator on the whole DAVIS 2016 val set.
+
+  python benchmarks/bench_evaluate.py [--davis_path ../shared/data/DAVIS]
+      [--shift 3] [--repeats 3] [--check]
+
+Predictions are the ground truth shifted by `--shift` pixels (right and down)
+with one frame in ten emptied, written once as palette PNGs (as inference
+writes them) to a temp folder. The timed call is the full folder evaluation,
+PNG decoding and CSV/JSON writing included. `--check` also runs a plain
+transcription of the official code (PIL decoding, full-frame seg2bmap,
+cv2.dilate with the skimage disk) and prints the largest difference of any
+per-object J-Mean / F-Mean and global figure, and its time.
+"""
+
+import argparse
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import cv2
+from vosjax import davis_io
+from vosjax.evaluation import davis as evdavis
+from vosjax.evaluation import metrics
+from vosjax.evaluation import png
+
+
+def write_predictions(davis_path, out_dir, shift):
+  for seq in davis_io.read_split(davis_path, "val", 2016):
+    for i, p in enumerate(davis_io.mask_paths(davis_path, seq)):
+      m = (davis_io.read_mask(p) > 0).astype(np.uint8)
+      m = np.roll(m, (shift, shift), (0, 1))
+      if i % 10 == 5:
+        m[:] = 0
+      davis_io.write_mask(out_dir / seq / p.name, m)
+
+
+def _official_f(fg, gt, kernel):
+  fb = metrics.seg2bmap(fg).astype(np.uint8)
+  gb = metrics.seg2bmap(gt).astype(np.uint8)
+  fg_dil = cv2.dilate(fb, kernel)
+  gt_dil = cv2.dilate(gb, kernel)
+  n_fg, n_gt = fb.sum(), gb.sum()
+  if n_fg == 0 and n_gt > 0:
+    p, r = 1, 0
+  elif n_fg > 0 and n_gt == 0:
+    p, r = 0, 1
+  elif n_fg == 0 and n_gt == 0:
+    p, r = 1, 1
+  else:
+    p = np.sum(fb * gt_dil) / float(n_fg)
+    r = np.sum(gb * fg_dil) / float(n_gt)
+  return 0 if p + r == 0 else 2 * p * r / (p + r)
+
+
+def official_like(davis_path, res_dir):
+  """Plain per-frame transcription of the official pipeline (2016, binary)."""
+  rows = []
+  for seq in davis_io.read_split(davis_path, "val", 2016):
+    paths = davis_io.mask_paths(davis_path, seq)[1:-1]
+    js, fs = [], []
+    for p in paths:
+      gt = davis_io.read_mask(p) > 0
+      fg = davis_io.read_mask(res_dir / seq / p.name) > 0
+      kernel = metrics.disk(np.ceil(0.008 * np.linalg.norm(gt.shape)))
+      union = np.sum(gt | fg)
+      js.append(1 if union == 0 else np.sum(gt & fg) / union)
+      fs.append(_official_f(fg, gt, kernel))
+    jm, jr, jd = metrics.db_statistics(js)
+    fm, fr, fd = metrics.db_statistics(fs)
+    rows.append((f"{seq}_1", {"J-Mean": jm, "J-Recall": jr, "J-Decay": jd,
+                              "F-Mean": fm, "F-Recall": fr, "F-Decay": fd}))
+  return evdavis.summarize(rows)
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  default_root = (pathlib.Path(__file__).resolve().parent.parent.parent
+                  / "shared" / "data" / "DAVIS")
+  parser.add_argument("--davis_path", default=str(default_root))
+  parser.add_argument("--shift", type=int, default=3)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--check", action="store_true")
+  args = parser.parse_args()
+  davis_path = pathlib.Path(args.davis_path)
+  names = davis_io.read_split(davis_path, "val", 2016)
+  n_frames = sum(len(davis_io.mask_paths(davis_path, s)) for s in names)
+  with tempfile.TemporaryDirectory() as tmp:
+    res_dir = pathlib.Path(tmp)
+    write_predictions(davis_path, res_dir, args.shift)
+    print(f"DAVIS 2016 val: {len(names)} sequences, {n_frames} frames; "
+          f"inflate: {png.inflate_backend()}; cpus: {os.cpu_count()}; "
+          f"load avg: {os.getloadavg()[0]:.2f}")
+    times, cpu = [], []
+    for _ in range(args.repeats):
+      t0, c0 = time.perf_counter(), time.process_time()
+      results = evdavis.evaluate_davis(davis_path, res_dir, split="val",
+                                       year=2016, write=True)
+      times.append(time.perf_counter() - t0)
+      cpu.append(time.process_time() - c0)
+    # CPU time (all threads) is less sensitive than wall time to other jobs on
+    # a shared machine: wall ~= CPU / cores when the machine is otherwise idle.
+    print(f"vosjax.evaluation: wall best {min(times):.2f} s, median "
+          f"{np.median(times):.2f} s over {len(times)} runs "
+          f"({min(times) / n_frames * 1e3:.2f} ms/frame); CPU best "
+          f"{min(cpu):.2f} s; J&F-Mean {results['global']['J&F-Mean']:.6f}; "
+          f"load avg after: {os.getloadavg()[0]:.2f}")
+    if args.check:
+      t0, c0 = time.perf_counter(), time.process_time()
+      ref = official_like(davis_path, res_dir)
+      t_ref = time.perf_counter() - t0
+      c_ref = time.process_time() - c0
+      diff = max(abs(results["global"][k] - ref["global"][k])
+                 for k in ref["global"])
+      for name, r in ref["sequences"].items():
+        for k in ("J-Mean", "F-Mean"):
+          diff = max(diff, abs(results["sequences"][name][k] - r[k]))
+      print(f"official-code transcription: wall {t_ref:.2f} s, CPU "
+            f"{c_ref:.2f} s; largest difference {diff:.3g}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,81 @@
+"""FC-I3D: head shapes, bilinear initialisation, full-size shapes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vosjax.models import fc_i3d
+
+
+@pytest.mark.parametrize("strides", [(1, 2, 2), (2, 4, 4), (4, 16, 16),
+                                     (8, 32, 32)])
+def test_bilinear_upsample_equals_linear_resize(strides):
+  x = jax.random.normal(jax.random.key(0), (2, 3, 4, 5, 16))
+  module = fc_i3d.BilinearUpsample3D(strides, 1)
+  params = module.init(jax.random.key(1), x)
+  y = module.apply(params, x)
+  t, h, w = (n * s for n, s in zip(x.shape[1:4], strides))
+  assert y.shape == (2, t, h, w, 1)
+  # Independent reference: JAX's own linear resize of the channel mean.
+  ref = jax.image.resize(x.mean(-1, keepdims=True), y.shape, "linear")
+  np.testing.assert_allclose(y, ref, atol=2e-6)
+  # A constant upsamples to the same constant, borders included.
+  const = module.apply(params, jnp.full_like(x, 3.0))
+  np.testing.assert_allclose(const, 3.0, rtol=1e-6)
+
+
+def test_bilinear_kernel_taps_sum_to_one_per_phase():
+  for s in (2, 4, 8):
+    k = fc_i3d.bilinear_kernel_1d(s)
+    assert len(k) == 2 * s and len(k) % s == 0  # no checkerboard
+    for phase in range(s):
+      np.testing.assert_allclose(k[phase::s].sum(), 1.0, rtol=1e-6)
+
+
+def _tiny(taps=fc_i3d.PAPER_TAPS):
+  return fc_i3d.FCI3D(taps=taps, width_multiplier=1 / 16, side_features=4)
+
+
+def test_tiny_model_outputs_side_and_fused_logits_at_input_size():
+  model = _tiny(taps=tuple(fc_i3d.TAP_STRIDES))  # all five taps
+  x = jnp.zeros((1, 8, 64, 64, 3))
+  variables = model.init(jax.random.key(0), x)
+  fused, endpoints = model.apply(variables, x)
+  assert fused.shape == (1, 8, 64, 64, 1)
+  assert len(endpoints["side_logits"]) == 5
+  for side in endpoints["side_logits"]:
+    assert side.shape == (1, 8, 64, 64, 1)
+
+
+def test_sizes_not_multiple_of_stride_are_cropped_back():
+  model = _tiny()
+  x = jax.random.uniform(jax.random.key(0), (1, 5, 40, 56, 3), minval=-1)
+  variables = model.init(jax.random.key(0), x)
+  fused, endpoints = model.apply(variables, x)
+  assert fused.shape == (1, 5, 40, 56, 1)
+  assert all(s.shape == fused.shape for s in endpoints["side_logits"])
+
+
+def test_training_mode_updates_batch_stats():
+  model = _tiny()
+  x = jax.random.uniform(jax.random.key(0), (2, 4, 32, 32, 3), minval=-1)
+  variables = model.init(jax.random.key(0), x)
+  _, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  before = jax.tree.leaves(variables["batch_stats"])
+  after = jax.tree.leaves(updates["batch_stats"])
+  assert any(not np.allclose(a, b) for a, b in zip(before, after))
+
+
+def test_full_size_shapes_and_backbone_scope_match_kinetics_i3d():
+  model = fc_i3d.FCI3D()
+  x = jax.ShapeDtypeStruct((1, 16, 224, 224, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), x)
+  out, endpoints = jax.eval_shape(
+      lambda v, x: model.apply(v, x), variables, x)
+  assert out.shape == (1, 16, 224, 224, 1)
+  assert len(endpoints["side_logits"]) == 4
+  # The backbone's parameters live under DeepMind's scope names so the
+  # Kinetics-400 weights port unchanged.
+  assert "Mixed_4f" in variables["params"]["backbone"]
+  assert "Mixed_5b" not in variables["params"]["backbone"]

@@ -1,0 +1,118 @@
+"""PML embedding model: shapes, stride, unit norm, coordinates, weights hook."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vosjax.models import pml
+from vosjax.models import resnet
+
+
+def test_resnet101_full_size_shapes_stride_8():
+  model = resnet.ResNet(depth=101)
+  x = jax.ShapeDtypeStruct((1, 480, 854, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+  (out, ep) = jax.eval_shape(model.apply, variables, x)
+  assert out.shape == (1, 60, 107, 2048)
+  assert ep["stem"].shape == (1, 120, 214, 64)
+  assert ep["block2"].shape == (1, 60, 107, 512)
+  assert ep["block3"].shape == (1, 60, 107, 1024)
+  # 23 blocks in stage 3 is what makes it ResNet-101.
+  assert "block3_22" in variables["params"]
+  assert "block3_23" not in variables["params"]
+  n = sum(np.prod(p.shape) for p in jax.tree.leaves(variables["params"]))
+  # ResNet-101 trunk without the fc layer: 42.5M parameters.
+  assert 42.0e6 < n < 43.0e6, n
+
+
+def test_pml_full_size_embedding_shape():
+  model = pml.PML(backbone="resnet", depth=101)
+  x = jax.ShapeDtypeStruct((1, 2, 480, 854, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+  emb, _ = jax.eval_shape(model.apply, variables, x)
+  assert emb.shape == (1, 2, 60, 107, 128)
+
+
+def test_tiny_pml_unit_norm_stride_8_and_uses_time():
+  model = pml.PML(backbone="resnet", width_multiplier=1 / 16,
+                  resnet_stage_blocks=(1, 1, 2, 1), embed_dim=8,
+                  hidden_dim=16)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (1, 2, 32, 40, 3),
+                         minval=-1, maxval=1)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+  apply = jax.jit(lambda v, x, t: model.apply(v, x, times=t))
+  t0 = jnp.array([[-1.0, 1.0]])
+  t1 = jnp.array([[0.5, 0.5]])
+  e0, ep = apply(variables, x, t0)
+  e1, _ = apply(variables, x, t1)
+  assert e0.shape == (1, 2, 4, 5, 8)
+  np.testing.assert_allclose(jnp.linalg.norm(e0, axis=-1), 1.0, rtol=1e-5)
+  assert ep["features"].shape[:4] == (1, 2, 4, 5)
+  assert float(jnp.max(jnp.abs(e0 - e1))) > 1e-4
+
+
+def test_head_without_coords_ignores_time():
+  head = pml.EmbeddingHead(embed_dim=4, hidden_dim=6, use_coords=False)
+  f = jax.random.normal(jax.random.PRNGKey(2), (1, 2, 2, 3, 5))
+  v = head.init(jax.random.PRNGKey(3), f)
+  np.testing.assert_allclose(head.apply(v, f, jnp.array([[-1.0, 1.0]])),
+                             head.apply(v, f, jnp.array([[0.5, 0.5]])),
+                             atol=0)
+
+
+def test_coordinate_channels_by_hand():
+  c = pml.coordinate_channels(1, jnp.array([[-1.0, 1.0]]), 2, 4)
+  np.testing.assert_allclose(c[0, 0, 0, :, 0], [-0.75, -0.25, 0.25, 0.75])
+  np.testing.assert_allclose(c[0, 0, :, 0, 1], [-0.5, 0.5])
+  np.testing.assert_allclose(c[0, :, 0, 0, 2], [-1.0, 1.0])
+
+
+def test_head_matches_manual_computation():
+  head = pml.EmbeddingHead(embed_dim=4, hidden_dim=6)
+  f = jax.random.normal(jax.random.PRNGKey(2), (1, 1, 2, 3, 5))
+  v = head.init(jax.random.PRNGKey(3), f)
+  got = head.apply(v, f, jnp.array([[0.25]]))
+  p = v["params"]
+  x = np.concatenate([np.asarray(f), np.asarray(
+      pml.coordinate_channels(1, jnp.array([[0.25]]), 2, 3))], -1)
+  hid = np.maximum(x @ p["conv1"]["kernel"][0, 0] + p["conv1"]["bias"], 0)
+  out = hid @ p["conv2"]["kernel"][0, 0] + p["conv2"]["bias"]
+  out /= np.linalg.norm(out, axis=-1, keepdims=True)
+  np.testing.assert_allclose(got, out, rtol=1e-5, atol=1e-6)
+
+
+def test_i3d_backbone_shapes():
+  model = pml.PML(backbone="i3d", width_multiplier=1 / 16, embed_dim=8,
+                  hidden_dim=16)
+  x = jax.ShapeDtypeStruct((1, 4, 64, 72, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+  emb, ep = jax.eval_shape(model.apply, variables, x)
+  assert ep["Mixed_3c"].shape[1:4] == (2, 8, 9)
+  assert emb.shape == (1, 4, 8, 9, 8)
+  full = pml.PML(backbone="i3d")
+  xf = jax.ShapeDtypeStruct((1, 8, 480, 854, 3), jnp.float32)
+  vf = jax.eval_shape(full.init, jax.random.PRNGKey(0), xf)
+  ef, _ = jax.eval_shape(full.apply, vf, xf)
+  assert ef.shape == (1, 8, 60, 107, 128)
+
+
+def test_bad_backbone_and_weights_hook(tmp_path):
+  with pytest.raises(ValueError, match="backbone"):
+    jax.eval_shape(pml.PML(backbone="vgg").init, jax.random.PRNGKey(0),
+                   jnp.zeros((1, 1, 8, 8, 3)))
+  model = resnet.ResNet(width_multiplier=1 / 16, stage_blocks=(1, 1, 1, 1))
+  v = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))
+  with pytest.raises(FileNotFoundError, match="not available offline"):
+    resnet.load_weights_npz(v, str(tmp_path / "deeplab.npz"))
+  flat = {k: np.asarray(a) + 1
+          for k, a in flax.traverse_util.flatten_dict(v, sep="/").items()}
+  np.savez(tmp_path / "w.npz", **flat)
+  loaded = resnet.load_weights_npz(v, str(tmp_path / "w.npz"))
+  np.testing.assert_allclose(loaded["params"]["stem_conv"]["kernel"],
+                             v["params"]["stem_conv"]["kernel"] + 1)
+  flat.pop("params/stem_conv/kernel")
+  np.savez(tmp_path / "bad.npz", **flat)
+  with pytest.raises(ValueError, match="stem_conv/kernel"):
+    resnet.load_weights_npz(v, str(tmp_path / "bad.npz"))

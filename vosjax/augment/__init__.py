@@ -1,0 +1,1 @@
+"""Data augmentation for one-shot learning."""

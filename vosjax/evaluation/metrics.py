@@ -1,0 +1,301 @@
+"""DAVIS region similarity J and contour accuracy F, as the official code.
+
+Definitions follow davisvideochallenge/davis2017-evaluation (davis2017/
+metrics.py, utils.py, evaluation.py), which this module reproduces to the bit
+on the same boolean inputs:
+
+  J = |A ∩ B \\ void| / |A ∪ B \\ void|, and 1 when that union is empty.
+  F: boundaries by `seg2bmap` of `mask & ~void`; each boundary dilated by a
+     disk of radius ceil(0.008 * ||(H, W)||) (skimage `disk`, x² + y² <= r²,
+     applied with cv2.dilate as the official code does); precision = matched
+     predicted boundary pixels / predicted boundary pixels, recall likewise for
+     the ground truth, with the official conventions for empty boundaries;
+     F = 2PR / (P + R), 0 when P + R = 0.
+  Statistics per object over the evaluated frames: Mean = nanmean, Recall =
+  nanmean(X > 0.5), Decay = nanmean(first bin) - nanmean(last bin) of 4
+  overlapping temporal bins with the official (uint8-cast) edges.
+
+Speed, with identical numbers (the official code takes ~20 ms a frame here):
+  * every frame is cropped to the bounding box of the union of the two masks
+    plus one pixel. Outside it both masks and both boundary maps are zero, and
+    the crop keeps the image's last row/column whenever the masks reach it, so
+    `seg2bmap`'s special-cased last row/column stay exact;
+  * the disk dilation is never materialised: the disk is an exact union of a
+    few centred rectangles, and "some boundary pixel of B within the disk
+    around boundary pixel p of A" is a handful of integral-image rectangle
+    sums at A's (sparse) boundary pixels; clipping the rectangles to the image
+    reproduces cv2.dilate's border (pixels outside the image do not exist).
+"""
+
+import warnings
+
+import cv2
+import numpy as np
+
+BOUND_TH = 0.008
+
+
+def bound_pix(height, width, bound_th=BOUND_TH):
+  """Boundary tolerance in pixels: ceil(bound_th * image diagonal)."""
+  if bound_th >= 1:
+    return float(bound_th)
+  return float(np.ceil(bound_th * np.linalg.norm((height, width))))
+
+
+def disk(radius):
+  """skimage.morphology.disk(radius): `[2r+1, 2r+1]` uint8, x² + y² <= r²."""
+  grid = np.arange(-radius, radius + 1)
+  x, y = np.meshgrid(grid, grid)
+  return ((x ** 2 + y ** 2) <= radius ** 2).astype(np.uint8)
+
+
+def seg2bmap(seg):
+  """Boundary map of a binary mask, as the official `_seg2bmap`.
+
+  A pixel is a boundary pixel when it differs from its right, lower or
+  lower-right neighbour; the last row only compares with the right neighbour,
+  the last column only with the lower one, and the bottom-right corner is 0.
+
+  Args:
+    seg: `[..., H, W]` mask (nonzero = foreground).
+
+  Returns:
+    `[..., H, W]` bool boundary map.
+  """
+  seg = np.asarray(seg).astype(bool)
+  b = np.zeros_like(seg)
+  # Interior: XOR with right, down and down-right neighbours.
+  b[..., :-1, :-1] = ((seg[..., :-1, :-1] ^ seg[..., :-1, 1:])
+                      | (seg[..., :-1, :-1] ^ seg[..., 1:, :-1])
+                      | (seg[..., :-1, :-1] ^ seg[..., 1:, 1:]))
+  # Last column (except the corner): only the lower neighbour exists.
+  b[..., :-1, -1] = seg[..., :-1, -1] ^ seg[..., 1:, -1]
+  # Last row (except the corner): only the right neighbour.
+  b[..., -1, :-1] = seg[..., -1, :-1] ^ seg[..., -1, 1:]
+  b[..., -1, -1] = False
+  return b
+
+
+def _bbox_1d(any_along):
+  idx = np.flatnonzero(any_along)
+  return (idx[0], idx[-1]) if idx.size else None
+
+
+def frame_jf(gt, pred, void=None, rects=None):
+  """J and F of one object in one frame.
+
+  Args:
+    gt: `[H, W]` bool ground-truth mask of the object.
+    pred: `[H, W]` bool predicted mask of the object.
+    void: optional `[H, W]` bool mask of pixels to ignore.
+    rects: `disk_rectangles(disk(bound_pix(H, W)))`, computed when None.
+
+  Returns:
+    (j, f): Python floats in [0, 1].
+  """
+  h, w = gt.shape
+  if rects is None:
+    rects = disk_rectangles(disk(bound_pix(h, w)))
+  both = gt | pred
+  rows = _bbox_1d(both.any(axis=1))
+  if rows is None:
+    return 1.0, 1.0  # Empty union: J = 1; no boundaries: P = R = 1.
+  return _crop_jf(gt, pred, void, rows, _bbox_1d(both.any(axis=0)), rects)
+
+
+def _crop_jf(gt, pred, void, rows, cols, rects):
+  """J and F on the crop around the masks' bounding box (rows, cols)."""
+  h, w = gt.shape
+  # Boundary pixels lie in [min - 1, max]; one more row/column (all zero) is
+  # needed below/right of the masks for seg2bmap's neighbours.
+  y0, y1 = max(rows[0] - 1, 0), min(rows[1] + 2, h)
+  x0, x1 = max(cols[0] - 1, 0), min(cols[1] + 2, w)
+  g = gt[y0:y1, x0:x1]
+  p = pred[y0:y1, x0:x1]
+  if void is not None:
+    keep = ~void[y0:y1, x0:x1]
+    g = g & keep
+    p = p & keep
+  inter = np.count_nonzero(g & p)
+  union = np.count_nonzero(g | p)
+  j = 1.0 if union == 0 else inter / union
+  return j, _boundary_f(g, p, rects)
+
+
+def disk_rectangles(kernel):
+  """The disk as a union of centred rectangles: `[(half_w, half_h), ...]`.
+
+  Row dy of the disk spans |dx| <= w(dy), with w non-increasing in |dy|, so
+  the disk is the union over distinct widths w of [-w, w] x [-h(w), h(w)],
+  h(w) = the largest |dy| whose row is at least w wide.
+  """
+  kernel = np.asarray(kernel, bool)
+  r = kernel.shape[0] // 2
+  widths = [int(np.count_nonzero(kernel[r + dy])) // 2 for dy in range(r + 1)]
+  rects = {}
+  for dy, w in enumerate(widths):
+    rects[w] = dy  # Widths only shrink with dy: the last dy is the largest.
+  return tuple(sorted(rects.items()))
+
+
+def _matches(points, other, rects):
+  """How many of `points` have an `other` pixel within the disk.
+
+  Equivalent to `count(points_mask & cv2.dilate(other, disk))` (the official
+  formulation, where pixels outside the image do not exist), computed with
+  rectangle sums of an integral image at the boundary pixels only: boundaries
+  are sparse, so this is far cheaper than dilating the whole frame.
+
+  Args:
+    points: `[H, W]` bool boundary map whose pixels are tested.
+    other: `[H, W]` bool boundary map that is (virtually) dilated.
+    rects: `disk_rectangles(kernel)`.
+  """
+  h, w = other.shape
+  stride = w + 1
+  integral = cv2.integral(other.view(np.uint8)).ravel()  # [(h+1)*(w+1)] int32
+  flat = np.flatnonzero(points)  # `points` is a fresh C-contiguous map.
+  ys, xs = np.divmod(flat, w)
+  hit = 0
+  # Largest rectangles first; a pixel found near `other` is not tested again
+  # (most are, for a decent prediction, after the first rectangle).
+  for half_w, half_h in sorted(rects, key=lambda r: -(2 * r[0] + 1) *
+                               (2 * r[1] + 1)):
+    if not ys.size:
+      break
+    y0 = np.maximum(ys - half_h, 0) * stride
+    y1 = np.minimum(ys + half_h + 1, h) * stride
+    x0 = np.maximum(xs - half_w, 0)
+    x1 = np.minimum(xs + half_w + 1, w)
+    total = (integral[y1 + x1] - integral[y0 + x1]
+             - integral[y1 + x0] + integral[y0 + x0])
+    found = total > 0
+    hit += int(np.count_nonzero(found))
+    ys, xs = ys[~found], xs[~found]
+  return hit
+
+
+def _boundary_f(g, p, rects):
+  """Official boundary F of masks `g` (ground truth) and `p` (void removed).
+
+  Exact on the crops of `frame_jf`: off the image edge a crop's last row and
+  column are all zero in both masks, where seg2bmap's special case and the
+  full rule both give 0.
+  """
+  gb = seg2bmap(g)
+  fb = seg2bmap(p)
+  n_fg = np.count_nonzero(fb)
+  n_gt = np.count_nonzero(gb)
+  if n_fg == 0 and n_gt > 0:
+    precision, recall = 1.0, 0.0
+  elif n_fg > 0 and n_gt == 0:
+    precision, recall = 0.0, 1.0
+  elif n_fg == 0 and n_gt == 0:
+    precision, recall = 1.0, 1.0
+  else:
+    precision = _matches(fb, gb, rects) / float(n_fg)
+    recall = _matches(gb, fb, rects) / float(n_gt)
+  if precision + recall == 0:
+    return 0.0
+  return 2 * precision * recall / (precision + recall)
+
+
+def db_statistics(per_frame):
+  """Official Mean, Recall and Decay of per-frame values `[T]` (NaN-aware)."""
+  x = np.asarray(per_frame, np.float64)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", category=RuntimeWarning)
+    mean = np.nanmean(x)
+    recall = np.nanmean(x > 0.5)
+    n_bins = 4
+    # Official bin edges, including its uint8 cast.
+    ids = np.round(np.linspace(1, len(x), n_bins + 1) + 1e-10) - 1
+    ids = ids.astype(np.uint8)
+    bins = [x[ids[i]:ids[i + 1] + 1] for i in range(n_bins)]
+    decay = np.nanmean(bins[0]) - np.nanmean(bins[3])
+  return float(mean), float(recall), float(decay)
+
+
+def num_objects(gt_first_frame, void_label=255):
+  """Objects of a sequence, as officially: the largest id in its first mask."""
+  ids = np.asarray(gt_first_frame)
+  ids = np.where(ids == void_label, 0, ids)
+  return int(ids.max()) if ids.size else 0
+
+
+def evaluate_sequence(gt, pred, *, void=None, skip_first_last=True,
+                      n_objects=None, void_label=255):
+  """Per-object, per-frame J and F of one sequence, and their statistics.
+
+  Objects are ids 1..N with N the largest id in the ground truth's first frame
+  (official rule). Each is evaluated separately; prediction ids above N are an
+  error (the official tool stops), objects missing from the prediction score as
+  empty masks.
+
+  Args:
+    gt: `[T, H, W]` integer ground-truth ids (0 = background; `void_label`
+      marks void pixels, which count as background for the objects). DAVIS
+      2016 0/255 masks must be binarised first
+      (`davis_io.to_object_ids(raw, 2016)`), or 255 reads as void.
+    pred: `[T, H, W]` integer predicted ids.
+    void: optional `[T, H, W]` bool void mask; default `gt == void_label`.
+    skip_first_last: drop frames 0 and T-1 (semi-supervised protocol).
+    n_objects: override the object count (default: from `gt[0]`).
+    void_label: the ground-truth void value.
+
+  Returns:
+    dict with 'J' and 'F': `[N, T']` float64 per-frame values (T' = T - 2 when
+    skipping); 'J-Mean', 'J-Recall', 'J-Decay', 'F-Mean', 'F-Recall',
+    'F-Decay': `[N]` float64; 'object_ids': `[N]` int.
+  """
+  gt = np.asarray(gt)
+  pred = np.asarray(pred)
+  if gt.ndim != 3 or gt.shape != pred.shape:
+    raise ValueError(f"gt {gt.shape} and pred {pred.shape} must be equal "
+                     "[T, H, W] shapes")
+  if void is None:
+    void = gt == void_label
+  else:
+    void = np.asarray(void, bool)
+    if void.shape != gt.shape:
+      raise ValueError(f"void {void.shape} must have the shape of gt "
+                       f"{gt.shape}")
+  if n_objects is None:
+    n_objects = num_objects(gt[0], void_label)
+  if skip_first_last:
+    gt, pred, void = gt[1:-1], pred[1:-1], void[1:-1]
+  if pred.size and int(pred.max()) > n_objects:
+    raise ValueError(f"prediction has object id {int(pred.max())} but the "
+                     f"ground truth has {n_objects} object(s)")
+  has_void = bool(void.any())
+  t, h, w = gt.shape
+  rects = disk_rectangles(disk(bound_pix(h, w)))
+  j = np.ones((n_objects, t))
+  f = np.ones((n_objects, t))
+  for k in range(n_objects):
+    if n_objects == 1 and gt.dtype == np.uint8 and gt.max(initial=0) <= 1:
+      g_all = gt.view(bool)  # Binary (2016) masks: no comparison pass.
+    else:
+      g_all = gt == k + 1
+    if n_objects == 1 and pred.dtype == np.uint8 and pred.max(initial=0) <= 1:
+      p_all = pred.view(bool)
+    else:
+      p_all = pred == k + 1
+    # Bounding boxes of all frames at once (whole-sequence vector passes).
+    both = g_all | p_all
+    rows_any = both.any(axis=2)
+    cols_any = both.any(axis=1)
+    for i in range(t):
+      rows = _bbox_1d(rows_any[i])
+      if rows is None:
+        continue  # Both empty: J = F = 1.
+      j[k, i], f[k, i] = _crop_jf(g_all[i], p_all[i],
+                                  void[i] if has_void else None, rows,
+                                  _bbox_1d(cols_any[i]), rects)
+  out = {"J": j, "F": f, "object_ids": np.arange(1, n_objects + 1)}
+  for name, values in (("J", j), ("F", f)):
+    stats = np.array([db_statistics(v) for v in values]).reshape(-1, 3)
+    out[f"{name}-Mean"] = stats[:, 0]
+    out[f"{name}-Recall"] = stats[:, 1]
+    out[f"{name}-Decay"] = stats[:, 2]
+  return out

@@ -1,0 +1,1 @@
+"""Flax linen models: each returns (output, endpoints)."""

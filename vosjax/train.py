@@ -1,0 +1,574 @@
+"""Training machinery shared by every method: state, steps, checkpoints, loop.
+
+The pieces, from the inside out:
+
+* `TrainState`: step, params, batch_stats (BatchNorm statistics, may be `{}`),
+  opt_state; `apply_fn` and `tx` are static (not pytree leaves).
+* `make_train_step(loss_fn)`: a pure `train_step(state, batch, rng)`.
+* `make_mesh`, `jit_train_step`: one `jax.jit` over a 1-D `('data',)` mesh of
+  all devices, params replicated, batch sharded along its leading axis, state
+  donated. Because the global batch is one (sharded) array, BatchNorm means
+  and the gradient are over the whole global batch whatever the device count:
+  XLA inserts the cross-device reductions, so 1 and 8 devices train the same
+  parameters up to float summation order.
+* `Checkpointer`: Orbax `CheckpointManager` holding the train state and the
+  input-pipeline state (a JSON-serialisable dict) of each saved step.
+* `fit`: the loop. Resumes from the latest checkpoint, keeps host-device
+  transfers to log and checkpoint steps, writes `<workdir>/metrics.jsonl`,
+  and stops with `NonFiniteLossError` on NaN/Inf, never saving a bad state.
+* `make_optimizer`, `make_learning_rate_fn`, `side_loss_weight`: the paper's
+  optimisation settings as configurable factories.
+"""
+
+import base64
+import json
+import math
+import pathlib
+import time
+from typing import Any, Callable, Mapping, Protocol
+
+from absl import logging
+import flax
+from flax import struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from vosjax import davis_io
+
+PyTree = Any
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+
+
+# ----------------------------------------------------------------------------
+# State and step.
+
+
+@struct.dataclass
+class TrainState:
+  """Everything a training step reads and writes.
+
+  Attributes:
+    step: int32 scalar, number of optimiser updates applied so far.
+    params: the model parameters (a pytree, e.g. `variables['params']`).
+    batch_stats: BatchNorm running statistics (`variables['batch_stats']`),
+      `{}` for models without BatchNorm.
+    opt_state: the optax state of `tx`.
+    apply_fn: the model's `apply` (static; e.g. `model.apply`).
+    tx: the optax gradient transformation (static).
+  """
+  step: jax.Array
+  params: PyTree
+  batch_stats: PyTree
+  opt_state: PyTree
+  apply_fn: Callable[..., Any] = struct.field(pytree_node=False)
+  tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+  @classmethod
+  def create(cls, *, apply_fn, params, tx, batch_stats=None):
+    """A step-0 state with freshly initialised optimiser state."""
+    params = flax.core.unfreeze(params)
+    return cls(step=jnp.zeros((), jnp.int32), params=params,
+               batch_stats=flax.core.unfreeze(batch_stats or {}),
+               opt_state=tx.init(params), apply_fn=apply_fn, tx=tx)
+
+  @property
+  def variables(self):
+    """`{'params': ..., 'batch_stats': ...}` for `apply_fn` at inference."""
+    if self.batch_stats:
+      return {"params": self.params, "batch_stats": self.batch_stats}
+    return {"params": self.params}
+
+  def checkpoint_tree(self):
+    """The saved part of the state: a dict of arrays (no static fields)."""
+    return {"step": self.step, "params": self.params,
+            "batch_stats": self.batch_stats, "opt_state": self.opt_state}
+
+  def replace_from_checkpoint(self, tree):
+    return self.replace(step=tree["step"], params=tree["params"],
+                        batch_stats=tree["batch_stats"],
+                        opt_state=tree["opt_state"])
+
+
+def make_train_step(loss_fn, learning_rate_fn=None):
+  """A pure `train_step(state, batch, rng) -> (state, metrics)`.
+
+  Args:
+    loss_fn: `loss_fn(params, batch_stats, batch, rng, step) ->
+      (loss, (new_batch_stats, metrics))` with `loss` a float scalar (the
+      quantity differentiated w.r.t. `params`), `new_batch_stats` the
+      BatchNorm statistics after the forward pass in training mode (return
+      the input `batch_stats` unchanged, e.g. `{}`, without BatchNorm), and
+      `metrics` a dict of float scalars to log (e.g. one loss per head).
+      `rng` is a per-step key (`fold_in(rng, step)`); `step` an int32 scalar
+      (the update about to be made, 0-based), e.g. for the epoch-dependent
+      `side_loss_weight`.
+    learning_rate_fn: optional `step -> learning rate`, logged as
+      `metrics['learning_rate']`.
+
+  Returns:
+    `train_step(state, batch, rng)`; its metrics hold `loss`, `grad_norm`,
+    `learning_rate` (if given) and the loss_fn's metrics, all float32
+    scalars. It is deterministic given (state, batch, rng).
+  """
+
+  def train_step(state, batch, rng):
+    step_rng = jax.random.fold_in(rng, state.step)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, (new_batch_stats, metrics)), grads = grad_fn(
+        state.params, state.batch_stats, batch, step_rng, state.step)
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics)
+    metrics["loss"] = loss
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    if learning_rate_fn is not None:
+      metrics["learning_rate"] = learning_rate_fn(state.step)
+    metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+    new_state = state.replace(step=state.step + 1, params=params,
+                              batch_stats=new_batch_stats, opt_state=opt_state)
+    return new_state, metrics
+
+  return train_step
+
+
+# ----------------------------------------------------------------------------
+# Mesh and shardings.
+
+
+def make_mesh(devices=None):
+  """A 1-D `('data',)` mesh over `devices` (default: all), Auto axis type."""
+  devices = np.asarray(jax.devices() if devices is None else devices)
+  return jax.sharding.Mesh(devices.reshape(-1), ("data",),
+                           axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def replicated_sharding(mesh):
+  """Every device holds the whole array."""
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+def batch_sharding(mesh):
+  """Leading axis split over 'data'; the other axes whole."""
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+
+
+def shard_batch(batch, mesh):
+  """Puts a host batch (every leaf `[B, ...]`) on the mesh, split along B.
+
+  Raises:
+    ValueError: a leaf is a scalar or B is not a multiple of the device count.
+  """
+  n = mesh.devices.size
+  for path, leaf in jax.tree_util.tree_leaves_with_path(batch):
+    shape = np.shape(leaf)
+    if not shape or shape[0] % n:
+      raise ValueError(
+          f"batch leaf {jax.tree_util.keystr(path)} has shape {shape}: its "
+          f"leading (batch) axis must be a multiple of the {n} devices")
+  return jax.device_put(batch, batch_sharding(mesh))
+
+
+def replicate(tree, mesh):
+  """Puts every leaf of `tree` on every device of `mesh`."""
+  return jax.device_put(tree, replicated_sharding(mesh))
+
+
+def jit_train_step(train_step, mesh, state):
+  """`jax.jit(train_step)` with shardings over `mesh`, state donated.
+
+  State and rng replicated, batch split along its leading axis, metrics
+  replicated. The input state's buffers are donated: do not use it after the
+  call (the returned state replaces it).
+
+  Args:
+    train_step: from `make_train_step`.
+    mesh: from `make_mesh`.
+    state: a `TrainState` (only its structure is used).
+  """
+  state_sharding = jax.tree.map(lambda _: replicated_sharding(mesh), state)
+  return jax.jit(
+      train_step,
+      in_shardings=(state_sharding, batch_sharding(mesh),
+                    replicated_sharding(mesh)),
+      out_shardings=(state_sharding, replicated_sharding(mesh)),
+      donate_argnums=(0,))
+
+
+# ----------------------------------------------------------------------------
+# Optimisation settings.
+
+
+def make_learning_rate_fn(config):
+  """`step -> learning rate` from a config-like mapping.
+
+  Keys (all optional): `learning_rate` (1e-3, the FC-I3D paper's),
+  `schedule` ('constant' | 'cosine' | 'step'), `num_steps` (cosine length),
+  `warmup_steps` (linear warm-up from 0, default 0), `boundaries` and
+  `decay_factor` (step schedule: multiply by `decay_factor`, default 0.1, at
+  each boundary step).
+  """
+  get = _getter(config)
+  base = float(get("learning_rate", 1e-3))
+  kind = get("schedule", "constant")
+  warmup = int(get("warmup_steps", 0))
+  if kind == "constant":
+    main = optax.constant_schedule(base)
+  elif kind == "cosine":
+    num_steps = get("num_steps", None)
+    if num_steps is None:
+      raise ValueError("schedule='cosine' needs num_steps")
+    main = optax.cosine_decay_schedule(base, max(int(num_steps) - warmup, 1))
+  elif kind == "step":
+    factor = float(get("decay_factor", 0.1))
+    bounds = [int(b) - warmup for b in get("boundaries", ())]
+    main = optax.piecewise_constant_schedule(
+        base, {b: factor for b in bounds if b > 0})
+  else:
+    raise ValueError(f"unknown learning-rate schedule {kind!r}; expected "
+                     "'constant', 'cosine' or 'step'")
+  if warmup <= 0:
+    return main
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, base, warmup), main], [warmup])
+
+
+def make_optimizer(config):
+  """`(tx, learning_rate_fn)` from a config-like mapping.
+
+  Keys (all optional, paper settings by default): `optimizer` ('sgd' |
+  'adam', default 'sgd'), `momentum` (0.9), `nesterov` (False),
+  `weight_decay` (2e-4), `grad_clip_norm` (None), plus the schedule keys of
+  `make_learning_rate_fn`.
+
+  Weight decay is the classic L2 form (decay * param added to the gradient
+  before momentum, as Caffe / TF-slim regularisers do, which the OSVOS code
+  the FC-I3D code builds on uses, with weight_decay=0.0002) and applies to
+  kernels only (leaves with ndim > 1): biases and BatchNorm scales are not
+  decayed.
+  """
+  get = _getter(config)
+  lr_fn = make_learning_rate_fn(config)
+  chain = []
+  clip = get("grad_clip_norm", None)
+  if clip:
+    chain.append(optax.clip_by_global_norm(float(clip)))
+  decay = float(get("weight_decay", 2e-4))
+  if decay:
+    chain.append(optax.add_decayed_weights(
+        decay, mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)))
+  kind = get("optimizer", "sgd")
+  if kind == "sgd":
+    chain.append(optax.sgd(lr_fn, momentum=float(get("momentum", 0.9)) or None,
+                           nesterov=bool(get("nesterov", False))))
+  elif kind == "adam":
+    chain.append(optax.adam(lr_fn))
+  else:
+    raise ValueError(f"unknown optimizer {kind!r}; expected 'sgd' or 'adam'")
+  return optax.chain(*chain), lr_fn
+
+
+def side_loss_weight(epoch, num_epochs):
+  """Weight of the side-output losses: `1 - epoch / num_epochs`, in [0, 1].
+
+  FC-I3D (following the released code) fades deep supervision linearly:
+  total = side_loss_weight * sum(side losses) + fused loss. Works on Python
+  numbers and traced arrays (e.g. `epoch = step // steps_per_epoch`).
+  """
+  w = 1.0 - jnp.asarray(epoch, jnp.float32) / jnp.asarray(num_epochs,
+                                                           jnp.float32)
+  return jnp.clip(w, 0.0, 1.0)
+
+
+def _getter(config):
+  def get(key, default):
+    if isinstance(config, Mapping):
+      return config.get(key, default)
+    return getattr(config, key, default)
+  return get
+
+
+# ----------------------------------------------------------------------------
+# Checkpoints.
+
+
+class CheckpointableIterator(Protocol):
+  """A batch iterator whose position can be saved and restored.
+
+  `get_state()` returns a JSON-serialisable dict (or bytes, e.g. grain's
+  DataLoader state) describing the position after the batches yielded so
+  far; `set_state(state)` moves a fresh iterator to that position.
+  """
+
+  def __iter__(self):
+    ...
+
+  def __next__(self):
+    ...
+
+  def get_state(self):
+    ...
+
+  def set_state(self, state):
+    ...
+
+
+def _encode_data_state(state):
+  if isinstance(state, bytes):
+    return {"kind": "bytes", "value": base64.b64encode(state).decode("ascii")}
+  return {"kind": "json", "value": state}
+
+
+def _decode_data_state(saved):
+  if saved["kind"] == "bytes":
+    return base64.b64decode(saved["value"])
+  return saved["value"]
+
+
+class Checkpointer:
+  """Orbax checkpoints of a `TrainState` plus the input-pipeline state.
+
+  Layout: `<directory>/<step>/{state,data}`. Saving is asynchronous (Orbax
+  copies the arrays to host before `save` returns, so the buffers may be
+  donated right after); `wait()` blocks until files are complete, `close()`
+  waits too.
+  """
+
+  def __init__(self, directory, max_to_keep=2, async_save=True):
+    self.directory = pathlib.Path(directory).absolute()
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True,
+        enable_async_checkpointing=async_save)
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options, item_names=("state", "data"))
+
+  def latest_step(self):
+    """The last complete saved step, or None."""
+    return self._manager.latest_step()
+
+  def all_steps(self):
+    return list(self._manager.all_steps())
+
+  def save(self, state, data_state=None):
+    """Saves `state` under its step (an int read from `state.step`)."""
+    step = int(jax.device_get(state.step))
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state.checkpoint_tree()),
+        data=ocp.args.JsonSave(_encode_data_state(data_state))), force=True)
+    return step
+
+  def restore(self, state, step=None):
+    """`(state, data_state)` from `step` (default latest), shaped as `state`.
+
+    `state` is the template: its structure, dtypes and shardings are kept.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                            state.checkpoint_tree())
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract),
+        data=ocp.args.JsonRestore()))
+    return (state.replace_from_checkpoint(restored["state"]),
+            _decode_data_state(restored["data"]))
+
+  def wait(self):
+    self._manager.wait_until_finished()
+
+  def close(self):
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+# ----------------------------------------------------------------------------
+# The loop.
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss (or gradient norm) became NaN or Inf; training was stopped."""
+
+
+@jax.jit
+def _accumulate(acc, metrics, step):
+  """Adds one step's metrics to the running sums; records the first bad step.
+
+  `step` is the 0-based index of the update that produced `metrics`.
+  """
+  bad = jnp.zeros((), bool)
+  for key in ("loss", "grad_norm"):
+    if key in metrics:
+      bad |= ~jnp.isfinite(metrics[key])
+  first_bad = jnp.where((acc["first_bad"] < 0) & bad, step, acc["first_bad"])
+  sums = jax.tree.map(jnp.add, acc["sums"], metrics)
+  return {"sums": sums, "count": acc["count"] + 1, "first_bad": first_bad}
+
+
+def _empty_acc(metrics):
+  return {"sums": jax.tree.map(jnp.zeros_like, metrics),
+          "count": jnp.zeros((), jnp.int32),
+          "first_bad": jnp.full((), -1, jnp.int32)}
+
+
+def _batch_size(batch):
+  leaves = jax.tree.leaves(batch)
+  return int(np.shape(leaves[0])[0]) if leaves else 0
+
+
+def _format_duration(seconds):
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(round(seconds))
+  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _truncate_metrics(path, last_step):
+  """Drops metric lines logged after `last_step` (a run killed after it)."""
+  if not path.is_file():
+    return
+  kept = []
+  for line in path.read_text().splitlines():
+    try:
+      if json.loads(line)["step"] <= last_step:
+        kept.append(line)
+    except (ValueError, KeyError, TypeError):
+      pass  # A line cut short by the kill.
+  davis_io.atomic_write(
+      path, lambda f: f.write("".join(line + "\n" for line in kept)), mode="w")
+
+
+def fit(state, train_step, batches, *, num_steps, workdir, rng, mesh=None,
+        checkpoint_every=1000, log_every=50, log_every_secs=10.0,
+        max_to_keep=2, async_checkpoint=True):
+  """Trains `state` to `num_steps` updates, resuming from `workdir` if possible.
+
+  Running the same call again after a crash continues from the last
+  checkpoint (train state and `batches` position) and ends with the same
+  parameters as an uninterrupted run, because each step's randomness is
+  `fold_in(rng, step)` and the data position is restored.
+
+  Apart from each batch going in, host-device transfers happen only every
+  `log_every` steps, at checkpoint steps and at the end: metrics are summed
+  on device in between. So a NaN is
+  detected at the next such step; the state is then never saved and
+  `NonFiniteLossError` names the first bad step and the last good checkpoint.
+
+  Writes:
+    <workdir>/checkpoints/<step>/  Orbax checkpoints (every `checkpoint_every`
+      steps and at `num_steps`; the last `max_to_keep` kept).
+    <workdir>/metrics.jsonl  one JSON object per log step: `step`, the means
+      over the interval of every metric of `train_step` (`loss`, per-head
+      losses, `learning_rate`, `grad_norm`, ...), `steps_per_sec`,
+      `clips_per_sec` (batch elements per second; the first interval
+      includes compilation), `eta_sec`. Lines after the restored step
+      (logged by a killed run) are dropped on resume.
+
+  Args:
+    state: the initial `TrainState` (step 0). Consumed: its buffers are
+      donated to the first step.
+    train_step: a pure `train_step(state, batch, rng)` (`make_train_step`).
+    batches: a `CheckpointableIterator` of host batches, every leaf
+      `[B, ...]` with B a multiple of the device count.
+    num_steps: total number of updates.
+    workdir: output folder.
+    rng: a `jax.random.key`, the same on every (re)start.
+    mesh: default `make_mesh()` (all devices).
+    checkpoint_every: steps between checkpoints.
+    log_every: steps between metric lines.
+    log_every_secs: at most one console line per this many seconds (every
+      metric line still goes to metrics.jsonl).
+    max_to_keep: checkpoints kept.
+    async_checkpoint: write checkpoints in a background thread.
+
+  Returns:
+    The final `TrainState` (step `num_steps`), replicated on `mesh`.
+
+  Raises:
+    NonFiniteLossError: the loss or gradient norm was NaN/Inf.
+    ValueError: `batches` ran out before `num_steps`, or a bad batch shape.
+  """
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  mesh = make_mesh() if mesh is None else mesh
+  rng = replicate(rng, mesh)
+  state = replicate(state, mesh)
+  metrics_path = workdir / METRICS_FILE
+  ckpt = Checkpointer(workdir / CHECKPOINT_DIR, max_to_keep=max_to_keep,
+                      async_save=async_checkpoint)
+  try:
+    last_good = ckpt.latest_step()
+    if last_good is not None:
+      state, data_state = ckpt.restore(state)
+      batches.set_state(data_state)
+      logging.info("Resumed from step %d in %s", last_good, ckpt.directory)
+      _truncate_metrics(metrics_path, last_good)
+    elif metrics_path.exists():
+      metrics_path.unlink()  # A fresh run: no stale lines from another run.
+    step = int(jax.device_get(state.step))
+    if step >= num_steps:
+      return state
+
+    jitted = jit_train_step(train_step, mesh, state)
+    acc = None
+    t_last, step_last, t_print = time.time(), step, -math.inf
+    clips = 0
+    while step < num_steps:
+      try:
+        batch = next(batches)
+      except StopIteration:
+        raise ValueError(f"the batch iterator ran out at step {step}; "
+                         f"num_steps is {num_steps}") from None
+      clips += _batch_size(batch)
+      batch = shard_batch(batch, mesh)
+      state, metrics = jitted(state, batch, rng)
+      if acc is None:
+        acc = _empty_acc(metrics)
+      acc = _accumulate(acc, metrics, step)
+      step += 1
+      is_log = step % log_every == 0 or step == num_steps
+      is_ckpt = step % checkpoint_every == 0 or step == num_steps
+      if not (is_log or is_ckpt):
+        continue
+      # The one synchronisation point: fetching the flag waits for the steps.
+      first_bad = int(jax.device_get(acc["first_bad"]))
+      if first_bad >= 0:
+        raise NonFiniteLossError(
+            f"non-finite loss or gradient at step {first_bad}; training "
+            f"stopped. Last good checkpoint: "
+            f"{'none' if last_good is None else last_good} in "
+            f"{ckpt.directory}")
+      if is_log:
+        summary = jax.device_get(acc)
+        now = time.time()
+        rate = (step - step_last) / max(now - t_last, 1e-9)
+        record = {"step": step}
+        record.update({k: float(v) / int(summary["count"])
+                       for k, v in sorted(summary["sums"].items())})
+        record.update(steps_per_sec=rate,
+                      clips_per_sec=clips / max(now - t_last, 1e-9),
+                      eta_sec=(num_steps - step) / rate)
+        with open(metrics_path, "a") as f:
+          f.write(json.dumps(record) + "\n")
+        if now - t_print >= log_every_secs or step == num_steps:
+          logging.info("%s", _log_line(record, num_steps))
+          t_print = now
+        acc, t_last, step_last, clips = None, now, step, 0
+      if is_ckpt:
+        last_good = ckpt.save(state, batches.get_state())
+    return state
+  finally:
+    ckpt.close()
+
+
+def _log_line(record, num_steps):
+  skip = ("step", "learning_rate", "steps_per_sec", "clips_per_sec",
+          "eta_sec")
+  losses = " ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in skip)
+  lr = record.get("learning_rate")
+  lr_text = f" | lr {lr:.2e}" if lr is not None else ""
+  return (f"step {record['step']}/{num_steps} | {losses}{lr_text} | "
+          f"{record['clips_per_sec']:.1f} clips/s | "
+          f"ETA {_format_duration(record['eta_sec'])}")
