@@ -4,6 +4,7 @@ Experiments are `experiments/NAME.py` files returning a ConfigDict; any field
 can be overridden on the command line. The work lives in `vosjax.programs`.
 """
 
+import logging as std_logging
 import os
 import sys
 import tempfile
@@ -16,7 +17,7 @@ from ml_collections import config_flags
 from vosjax import experiments
 from vosjax.errors import InputError
 
-DEFAULT_EXPERIMENT = "smoke"
+DEFAULT_EXPERIMENT = "fc_i3d_demo"
 
 
 def _experiment_from_argv(argv):
@@ -66,7 +67,16 @@ def _parse_flags(argv):
     _usage_error(str(e).splitlines()[0])
 
 
+class _QuietLibraries(std_logging.Filter):
+  """Drops library INFO chatter (Orbax logs ~20 lines per checkpoint)."""
+
+  def filter(self, record):
+    return (record.levelno >= std_logging.WARNING
+            or "/orbax/" not in record.pathname)
+
+
 def main(argv):
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     _usage_error(f"unexpected arguments: {' '.join(argv[1:])}")
   config = flags.FLAGS.config

@@ -55,14 +55,14 @@ def main():
   print(f"device: {jax.devices()[0].device_kind}; video {args.frames}x"
         f"{size[0]}x{size[1]}, embeddings {feat} d={args.dim}, k={args.k}")
   for name, fn in steps:
-    ids, compile_s = [], None
+    ids, times, compile_s = [], [], None
     for r in range(args.repeats + 1):
       i, dt = timed(fn)
       ids.append(i)
       if r == 0:
         compile_s = dt
       else:
-        times = times + [dt] if r > 1 else [dt]
+        times.append(dt)
       if r < args.repeats:
         session.remove(i)
     print(f"{name:42s} latency {np.median(times) * 1e3:8.1f} ms "

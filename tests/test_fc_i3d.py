@@ -1,5 +1,7 @@
 """FC-I3D: head shapes, bilinear initialisation, full-size shapes."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,6 +27,25 @@ def test_bilinear_upsample_equals_linear_resize(strides):
   np.testing.assert_allclose(const, 3.0, rtol=1e-6)
 
 
+@pytest.mark.parametrize("impl", ["native", "fold_time"])
+@pytest.mark.parametrize("strides", [(1, 2, 2), (2, 2, 2), (2, 4, 4),
+                                     (4, 16, 16)])
+def test_phase_transposed_conv_equals_lax_conv_transpose(strides, impl):
+  # A learned (random) kernel: the phase split must equal the transposed
+  # convolution itself, not only its bilinear initialisation.
+  rng = np.random.RandomState(0)
+  x = rng.randn(2, 3, 4, 5, 3).astype(np.float32)
+  kernel = rng.randn(*(1 if s == 1 else 2 * s for s in strides), 3, 2)
+  kernel = kernel.astype(np.float32)
+  y = fc_i3d.transposed_conv3d(x, kernel, strides, impl)
+  ref = jax.lax.conv_transpose(
+      x, kernel, strides, [fc_i3d._upsample_padding(s) for s in strides],
+      dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+  assert y.shape == ref.shape == (2, 3 * strides[0], 4 * strides[1],
+                                  5 * strides[2], 2)
+  np.testing.assert_allclose(y, ref, atol=1e-4, rtol=1e-4)
+
+
 def test_bilinear_kernel_taps_sum_to_one_per_phase():
   for s in (2, 4, 8):
     k = fc_i3d.bilinear_kernel_1d(s)
@@ -37,11 +58,17 @@ def _tiny(taps=fc_i3d.PAPER_TAPS):
   return fc_i3d.FCI3D(taps=taps, width_multiplier=1 / 16, side_features=4)
 
 
+def _init(model, x):
+  # Jitted, with an rbg key: eager or threefry initialisation of the whole
+  # network compiles for minutes on XLA:CPU.
+  return jax.jit(model.init)(jax.random.key(0, impl="rbg"), x)
+
+
 def test_tiny_model_outputs_side_and_fused_logits_at_input_size():
   model = _tiny(taps=tuple(fc_i3d.TAP_STRIDES))  # all five taps
-  x = jnp.zeros((1, 8, 64, 64, 3))
-  variables = model.init(jax.random.key(0), x)
-  fused, endpoints = model.apply(variables, x)
+  x = jax.ShapeDtypeStruct((1, 8, 64, 64, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), x)
+  fused, endpoints = jax.eval_shape(model.apply, variables, x)
   assert fused.shape == (1, 8, 64, 64, 1)
   assert len(endpoints["side_logits"]) == 5
   for side in endpoints["side_logits"]:
@@ -50,18 +77,19 @@ def test_tiny_model_outputs_side_and_fused_logits_at_input_size():
 
 def test_sizes_not_multiple_of_stride_are_cropped_back():
   model = _tiny()
-  x = jax.random.uniform(jax.random.key(0), (1, 5, 40, 56, 3), minval=-1)
-  variables = model.init(jax.random.key(0), x)
-  fused, endpoints = model.apply(variables, x)
+  x = jax.ShapeDtypeStruct((1, 5, 40, 56, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), x)
+  fused, endpoints = jax.eval_shape(model.apply, variables, x)
   assert fused.shape == (1, 5, 40, 56, 1)
   assert all(s.shape == fused.shape for s in endpoints["side_logits"])
 
 
 def test_training_mode_updates_batch_stats():
   model = _tiny()
-  x = jax.random.uniform(jax.random.key(0), (2, 4, 32, 32, 3), minval=-1)
-  variables = model.init(jax.random.key(0), x)
-  _, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  x = np.random.RandomState(0).uniform(-1, 1, (2, 4, 32, 32, 3))
+  variables = _init(model, x)
+  _, updates = jax.jit(functools.partial(
+      model.apply, train=True, mutable=["batch_stats"]))(variables, x)
   before = jax.tree.leaves(variables["batch_stats"])
   after = jax.tree.leaves(updates["batch_stats"])
   assert any(not np.allclose(a, b) for a, b in zip(before, after))

@@ -10,10 +10,10 @@ layer (1x1x1 conv) combines the side logits, as in OSVOS/HED.
 from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vosjax.models import conv3d
 from vosjax.models import i3d
 
 # Taps just before each pooling stage, and their strides (T, H, W) relative to
@@ -71,6 +71,64 @@ def _upsample_padding(stride):
   return (3 * stride // 2 - 1,) * 2
 
 
+def _phase_taps(stride, size, pad):
+  """Per-phase kernel taps of a 1-D transposed convolution.
+
+  A stride-s transposed convolution (a convolution over the s-dilated input
+  with kernel length `size` and padding `pad` on both sides) computes output
+  s*m + r as sum_d x[m + d] * k[s*d - r + pad]. Returns (index [L, s], valid
+  [L, s]) over the offsets d = -(L-1)/2 .. (L-1)/2 that any phase uses.
+  """
+  lo = -(pad // stride)  # ceil(-pad / stride)
+  hi = (size - 1 + stride - 1 - pad) // stride
+  if lo != -hi:
+    raise ValueError(f"transposed conv stride {stride}, kernel {size}, "
+                     f"padding {pad} is not centred")
+  d = np.arange(lo, hi + 1)[:, None]
+  index = stride * d - np.arange(stride)[None, :] + pad
+  valid = (index >= 0) & (index < size)
+  return np.clip(index, 0, size - 1), valid
+
+
+def transposed_conv3d(x, kernel, strides, impl="auto"):
+  """`lax.conv_transpose` with the bilinear heads' padding, as a plain conv.
+
+  The input gradient of a strided 3-D convolution, which is what a transposed
+  convolution computes, takes minutes on XLA:CPU at the heads' strides (42 s
+  for one (2, 4, 4) head on an 8x4x16x16 input). Splitting the output into
+  its s_t*s_h*s_w phases turns it into one stride-1 3x3x3 convolution with
+  that many output channels followed by depth-to-space: the same sums, fast
+  on every backend.
+
+  Args:
+    x: `[B, t, h, w, C]`.
+    kernel: `[kt, kh, kw, C, F]` with k = 2*s (k = 1 where s = 1).
+    strides: (s_t, s_h, s_w), each 1 or even.
+    impl: 3-D convolution implementation (see conv3d.IMPLS).
+
+  Returns:
+    `[B, t*s_t, h*s_h, w*s_w, F]`, equal to `jax.lax.conv_transpose(x, kernel,
+    strides, [_upsample_padding(s) ...], ("NDHWC", "DHWIO", "NDHWC"))`.
+  """
+  taps = [_phase_taps(s, k, _upsample_padding(s)[0])
+          for s, k in zip(strides, kernel.shape[:3])]
+  (it, vt), (ih, vh), (iw, vw) = taps
+  # [Lt, Lh, Lw, st, sh, sw, C, F] phase kernels, zero where no tap falls.
+  phase = kernel[it[:, None, None, :, None, None],
+                 ih[None, :, None, None, :, None],
+                 iw[None, None, :, None, None, :]]
+  valid = (vt[:, None, None, :, None, None] & vh[None, :, None, None, :, None]
+           & vw[None, None, :, None, None, :])
+  phase = phase * valid[..., None, None].astype(phase.dtype)
+  lt, lh, lw, st, sh, sw, c, f = phase.shape
+  phase = phase.transpose(0, 1, 2, 6, 3, 4, 5, 7).reshape(
+      lt, lh, lw, c, st * sh * sw * f)
+  y = conv3d.conv3d(x, phase, (1, 1, 1), impl)
+  b, t, h, w, _ = y.shape
+  y = y.reshape(b, t, h, w, st, sh, sw, f).transpose(0, 1, 4, 2, 5, 3, 6, 7)
+  return y.reshape(b, t * st, h * sh, w * sw, f)
+
+
 class BilinearUpsample3D(nn.Module):
   """Learnable transposed 3-D convolution initialised as trilinear upsampling.
 
@@ -78,6 +136,7 @@ class BilinearUpsample3D(nn.Module):
   """
   strides: Sequence[int]
   features: int = 1
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x):
@@ -93,12 +152,8 @@ class BilinearUpsample3D(nn.Module):
     upsampled = [s > 1 for s in self.strides]
     x = jnp.pad(x, [(0, 0)] + [(int(u), int(u)) for u in upsampled] + [(0, 0)],
                 mode="edge")
-    # conv_transpose with transpose_kernel=False is a conv over the zero-dilated
-    # input; the bilinear kernel is symmetric, so no flip is needed.
-    y = jax.lax.conv_transpose(
-        x, kernel.astype(x.dtype), strides=tuple(self.strides),
-        padding=[_upsample_padding(s) for s in self.strides],
-        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    y = transposed_conv3d(x, kernel.astype(x.dtype), self.strides,
+                          self.conv_impl)
     crop = tuple(slice(s, -s) if s > 1 else slice(None) for s in self.strides)
     return y[(slice(None),) + crop]
 
@@ -153,7 +208,7 @@ class FCI3D(nn.Module):
     for tap in self.taps:
       feat = nn.Conv(self.side_features, (1, 1, 1), name=f"side_{tap}")(
           endpoints[tap])
-      up = BilinearUpsample3D(TAP_STRIDES[tap], 1,
+      up = BilinearUpsample3D(TAP_STRIDES[tap], 1, self.conv_impl,
                               name=f"upsample_{tap}")(feat)
       sides.append(up[:, :t, :h, :w])
     fused = nn.Conv(

@@ -92,6 +92,9 @@ class PML(nn.Module):
     resnet_stage_blocks: optional ResNet blocks per stage (overrides depth).
     i3d_endpoint: I3D endpoint used as features ('Mixed_3c': stride 8).
     embed_dim, hidden_dim, use_coords: see EmbeddingHead.
+    use_head: False leaves the embedding head out: the embeddings are the
+      backbone features, L2-normalised (no parameters beyond the backbone's;
+      the zero-training baseline on Kinetics I3D features).
   """
   backbone: str = "resnet"
   depth: int = 101
@@ -101,6 +104,7 @@ class PML(nn.Module):
   embed_dim: int = 128
   hidden_dim: int = 256
   use_coords: bool = True
+  use_head: bool = True
 
   @nn.compact
   def __call__(self, video, *, times=None, train=False):
@@ -112,7 +116,8 @@ class PML(nn.Module):
       train: BatchNorm mode of the backbone.
 
     Returns:
-      `(embeddings [B, T, ceil(H/8), ceil(W/8), embed_dim], endpoints)`;
+      `(embeddings [B, T, ceil(H/8), ceil(W/8), embed_dim], endpoints)`
+      (the last axis is the backbone's channel count without the head);
       endpoints hold the backbone's plus 'features' and 'embeddings'.
     """
     b, t = video.shape[:2]
@@ -135,6 +140,11 @@ class PML(nn.Module):
                        "(expected 'resnet' or 'i3d')")
     endpoints = dict(endpoints)
     endpoints["features"] = feats
+    if not self.use_head:
+      x = feats.astype(jnp.float32)
+      emb = x * jax.lax.rsqrt(jnp.sum(x * x, -1, keepdims=True) + 1e-12)
+      endpoints["embeddings"] = emb
+      return emb, endpoints
     emb = EmbeddingHead(self.embed_dim, self.hidden_dim, self.use_coords,
                         name="head")(feats, times)
     endpoints["embeddings"] = emb

