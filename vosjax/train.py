@@ -11,8 +11,9 @@ The pieces, from the inside out:
   and the gradient are over the whole global batch whatever the device count:
   XLA inserts the cross-device reductions, so 1 and 8 devices train the same
   parameters up to float summation order.
-* `Checkpointer`: Orbax `CheckpointManager` holding the train state and the
-  input-pipeline state (a JSON-serialisable dict) of each saved step.
+* `Checkpointer` (from `vosjax.checkpoint`): Orbax `CheckpointManager`
+  holding the train state and the input-pipeline state (a JSON-serialisable
+  dict) of each saved step.
 * `fit`: the loop. Resumes from the latest checkpoint, keeps host-device
   transfers to log and checkpoint steps, writes `<workdir>/metrics.jsonl`,
   and stops with `NonFiniteLossError` on NaN/Inf, never saving a bad state.
@@ -20,12 +21,11 @@ The pieces, from the inside out:
   optimisation settings as configurable factories.
 """
 
-import base64
 import json
 import math
 import pathlib
 import time
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping
 
 from absl import logging
 import flax
@@ -34,9 +34,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 
 from vosjax import davis_io
+from vosjax import input_pipeline
+from vosjax.checkpoint import Checkpointer
 
 PyTree = Any
 METRICS_FILE = "metrics.jsonl"
@@ -156,20 +157,8 @@ def batch_sharding(mesh):
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
 
 
-def shard_batch(batch, mesh):
-  """Puts a host batch (every leaf `[B, ...]`) on the mesh, split along B.
-
-  Raises:
-    ValueError: a leaf is a scalar or B is not a multiple of the device count.
-  """
-  n = mesh.devices.size
-  for path, leaf in jax.tree_util.tree_leaves_with_path(batch):
-    shape = np.shape(leaf)
-    if not shape or shape[0] % n:
-      raise ValueError(
-          f"batch leaf {jax.tree_util.keystr(path)} has shape {shape}: its "
-          f"leading (batch) axis must be a multiple of the {n} devices")
-  return jax.device_put(batch, batch_sharding(mesh))
+# One implementation for both layers: multi-process aware, validated.
+shard_batch = input_pipeline.shard_batch
 
 
 def replicate(tree, mesh):
@@ -292,99 +281,6 @@ def _getter(config):
 
 
 # ----------------------------------------------------------------------------
-# Checkpoints.
-
-
-class CheckpointableIterator(Protocol):
-  """A batch iterator whose position can be saved and restored.
-
-  `get_state()` returns a JSON-serialisable dict (or bytes, e.g. grain's
-  DataLoader state) describing the position after the batches yielded so
-  far; `set_state(state)` moves a fresh iterator to that position.
-  """
-
-  def __iter__(self):
-    ...
-
-  def __next__(self):
-    ...
-
-  def get_state(self):
-    ...
-
-  def set_state(self, state):
-    ...
-
-
-def _encode_data_state(state):
-  if isinstance(state, bytes):
-    return {"kind": "bytes", "value": base64.b64encode(state).decode("ascii")}
-  return {"kind": "json", "value": state}
-
-
-def _decode_data_state(saved):
-  if saved["kind"] == "bytes":
-    return base64.b64decode(saved["value"])
-  return saved["value"]
-
-
-class Checkpointer:
-  """Orbax checkpoints of a `TrainState` plus the input-pipeline state.
-
-  Layout: `<directory>/<step>/{state,data}`. Saving is asynchronous (Orbax
-  copies the arrays to host before `save` returns, so the buffers may be
-  donated right after); `wait()` blocks until files are complete, `close()`
-  waits too.
-  """
-
-  def __init__(self, directory, max_to_keep=2, async_save=True):
-    self.directory = pathlib.Path(directory).absolute()
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True,
-        enable_async_checkpointing=async_save)
-    self._manager = ocp.CheckpointManager(
-        self.directory, options=options, item_names=("state", "data"))
-
-  def latest_step(self):
-    """The last complete saved step, or None."""
-    return self._manager.latest_step()
-
-  def all_steps(self):
-    return list(self._manager.all_steps())
-
-  def save(self, state, data_state=None):
-    """Saves `state` under its step (an int read from `state.step`)."""
-    step = int(jax.device_get(state.step))
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state.checkpoint_tree()),
-        data=ocp.args.JsonSave(_encode_data_state(data_state))), force=True)
-    return step
-
-  def restore(self, state, step=None):
-    """`(state, data_state)` from `step` (default latest), shaped as `state`.
-
-    `state` is the template: its structure, dtypes and shardings are kept.
-    """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                            state.checkpoint_tree())
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract),
-        data=ocp.args.JsonRestore()))
-    return (state.replace_from_checkpoint(restored["state"]),
-            _decode_data_state(restored["data"]))
-
-  def wait(self):
-    self._manager.wait_until_finished()
-
-  def close(self):
-    self._manager.wait_until_finished()
-    self._manager.close()
-
-
-# ----------------------------------------------------------------------------
 # The loop.
 
 
@@ -470,7 +366,7 @@ def fit(state, train_step, batches, *, num_steps, workdir, rng, mesh=None,
     state: the initial `TrainState` (step 0). Consumed: its buffers are
       donated to the first step.
     train_step: a pure `train_step(state, batch, rng)` (`make_train_step`).
-    batches: a `CheckpointableIterator` of host batches, every leaf
+    batches: a `checkpoint.CheckpointableIterator` of host batches, every leaf
       `[B, ...]` with B a multiple of the device count.
     num_steps: total number of updates.
     workdir: output folder.
