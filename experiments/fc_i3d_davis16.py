@@ -8,7 +8,7 @@ stride 100).
 
 Real-data smoke run on CPU (see README):
   python run.py --experiment=fc_i3d_davis16 \
-    --config.data.data_dir=../shared/data/DAVIS \
+    --config.data_dir=../shared/data/DAVIS \
     --config.data.train_sequences=surf,dog-agility \
     --config.data.val_sequences=blackswan ...
 """
@@ -21,10 +21,11 @@ def get_config():
   config.program = "fc_i3d"
   config.seed = 0
 
-  config.data = ml_collections.ConfigDict()
   # An extracted official DAVIS 2016 folder (JPEGImages/, Annotations/,
   # ImageSets/). Download: https://davischallenge.org/davis2016/code.html
-  config.data.data_dir = ""
+  config.data_dir = ""
+
+  config.data = ml_collections.ConfigDict()
   config.data.year = 2016
   config.data.resolution = "480p"
   config.data.train_split = "train"

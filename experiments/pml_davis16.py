@@ -16,7 +16,7 @@ Margin, optimiser, crop and sampling counts are our choices (not stated in
 the paper) and are all overridable:
 
   python run.py --experiment=pml_davis16 \
-    --config.data.data_dir=../shared/data/DAVIS \
+    --config.data_dir=../shared/data/DAVIS \
     --config.data.train_sequences=surf,dog-agility --config.train.num_steps=200
 """
 
@@ -28,10 +28,11 @@ def get_config():
   config.program = "pml"
   config.seed = 0
 
-  config.data = ml_collections.ConfigDict()
   # An extracted official DAVIS 2016 folder (JPEGImages/, Annotations/,
   # ImageSets/). Download: https://davischallenge.org/davis2016/code.html
-  config.data.data_dir = ""
+  config.data_dir = ""
+
+  config.data = ml_collections.ConfigDict()
   config.data.year = 2016
   config.data.resolution = "480p"
   config.data.train_split = "train"

@@ -8,7 +8,7 @@ pixel (1-NN, no online adaptation), at native 480p. This is the floor a
 trained embedding must beat.
 
   python run.py --experiment=pml_i3d_zero_shot \
-    [--config.data.data_dir=../shared/data/DAVIS] \
+    [--config.data_dir=../shared/data/DAVIS] \
     [--config.data.val_sequences=blackswan,camel]
 """
 
@@ -17,7 +17,7 @@ from experiments import pml_davis16
 
 def get_config():
   config = pml_davis16.get_config()
-  config.data.data_dir = "../shared/data/DAVIS"
+  config.data_dir = "../shared/data/DAVIS"
 
   config.model.backbone = "i3d"
   config.model.i3d_endpoint = "Mixed_3c"

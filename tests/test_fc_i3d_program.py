@@ -74,17 +74,17 @@ def test_tiny_pipeline_writes_every_output_and_resumes(tmp_path):
 
 def test_missing_data_dir_is_input_error_naming_it_and_how_to_fix(tmp_path):
   config = fc_i3d_davis16.get_config()
-  config.data.data_dir = str(tmp_path / "nowhere")
+  config.data_dir = str(tmp_path / "nowhere")
   with pytest.raises(InputError, match="nowhere") as err:
     fc_i3d.run(config, tmp_path / "work")
   assert "davischallenge.org" in str(err.value)
-  assert "--config.data.data_dir" in str(err.value)
+  assert "--config.data_dir" in str(err.value)
   assert not (tmp_path / "work" / "summary.json").exists()
 
 
 def test_unknown_sequence_is_input_error(davis_root, tmp_path):
   config = fc_i3d_davis16.get_config()
-  config.data.data_dir = str(davis_root)
+  config.data_dir = str(davis_root)
   config.data.train_sequences = "surf,no-such-seq"
   with pytest.raises(InputError, match="no-such-seq"):
     fc_i3d.run(config, tmp_path)

@@ -213,7 +213,7 @@ def test_zero_shot_i3d_config_on_synthetic_data(tmp_path):
 
 def test_missing_data_dir_is_input_error_naming_it(tmp_path):
   config = pml_i3d_zero_shot.get_config()
-  config.data.data_dir = str(tmp_path / "no_such_DAVIS")
+  config.data_dir = str(tmp_path / "no_such_DAVIS")
   with pytest.raises(InputError, match="no_such_DAVIS"):
     pml.run(config, tmp_path / "work")
 

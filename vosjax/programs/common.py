@@ -16,7 +16,7 @@ from vosjax.errors import InputError
 
 DAVIS_HELP = ("download DAVIS 2016 (480p) from "
               "https://davischallenge.org/davis2016/code.html, extract it, "
-              "and pass --config.data.data_dir=/path/to/DAVIS")
+              "and pass --config.data_dir=/path/to/DAVIS")
 
 
 def names(text):
@@ -24,8 +24,12 @@ def names(text):
   return [s.strip() for s in str(text).split(",") if s.strip()]
 
 
-def prepare_data(data_config, workdir):
-  """The DAVIS folder to use: generated (synthetic) or checked (real)."""
+def prepare_data(config, workdir):
+  """The DAVIS folder to use: generated (`config.data.synthetic`) or checked.
+
+  A real folder is `config.data_dir` (the `--config.data_dir` flag).
+  """
+  data_config = config.data
   if data_config.synthetic:
     from datasets import synthetic  # pylint: disable=g-import-not-at-top
     root = pathlib.Path(workdir) / "data"
@@ -38,10 +42,11 @@ def prepare_data(data_config, workdir):
           width=data_config.width,
           num_objects=data_config.get("num_objects", 1))
     return root
-  root = pathlib.Path(data_config.data_dir or ".").expanduser()
-  if not data_config.data_dir or not (root / "JPEGImages").is_dir():
-    raise InputError(f"--config.data.data_dir={data_config.data_dir!r} is "
-                     f"not a DAVIS folder (no JPEGImages/): {DAVIS_HELP}")
+  data_dir = config.get("data_dir", "")
+  root = pathlib.Path(data_dir or ".").expanduser()
+  if not data_dir or not (root / "JPEGImages").is_dir():
+    raise InputError(f"--config.data_dir={data_dir!r} is not a DAVIS folder "
+                     f"(no JPEGImages/): {DAVIS_HELP}")
   return root
 
 

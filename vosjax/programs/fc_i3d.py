@@ -229,7 +229,7 @@ def run(config, workdir):
   workdir = pathlib.Path(workdir)
   timer = _StageTimer()
   dc = config.data
-  root = common.prepare_data(dc, workdir)
+  root = common.prepare_data(config, workdir)
   train_seqs = common.select_sequences(
       root, dc.train_split, dc.train_sequences, dc.year, dc.resolution)
   val_seqs = common.select_sequences(root, dc.val_split, dc.val_sequences,

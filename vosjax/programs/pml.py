@@ -368,7 +368,7 @@ def run(config, workdir):
   t_start = time.time()
   workdir = pathlib.Path(workdir)
   dc = config.data
-  root = common.prepare_data(dc, workdir)
+  root = common.prepare_data(config, workdir)
   val_seqs = common.select_sequences(root, dc.val_split, dc.val_sequences,
                                      dc.year, dc.resolution)
   model = build_model(config.model)
