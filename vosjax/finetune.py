@@ -87,23 +87,33 @@ def default_mesh():
   return Mesh(np.asarray(jax.devices()), ("data",))
 
 
+def _sequence_step(loss_fn, optimizer, batch_size, has_state, params,
+                   opt_state, state, data, rng, step):
+  """One sequence's optimisation step: `(params, opt_state, state, loss)`.
+
+  The one definition of a step: the compiled program scans it and
+  `sequence_bytes` sizes it.
+  """
+  k_sample, k_loss = step_keys(rng, step)
+  batch = sample_batch(data, k_sample, batch_size)
+  if has_state:
+    (loss, state), grads = jax.value_and_grad(
+        lambda p: loss_fn(p, state, batch, k_loss), has_aux=True)(params)
+  else:
+    loss, grads = jax.value_and_grad(loss_fn)(params, batch, k_loss)
+  updates, opt_state = optimizer.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state, state, loss
+
+
 @functools.lru_cache(maxsize=32)
 def _program(loss_fn, optimizer, num_steps, batch_size, has_state,
              init_opt_state, mesh):
   """The jitted chunk program (cached: every chunk and call reuses it)."""
 
   def one_step(carry, data, rng, step):
-    params, opt_state, state = carry
-    k_sample, k_loss = step_keys(rng, step)
-    batch = sample_batch(data, k_sample, batch_size)
-    if has_state:
-      (loss, state), grads = jax.value_and_grad(
-          lambda p: loss_fn(p, state, batch, k_loss), has_aux=True)(params)
-    else:
-      loss, grads = jax.value_and_grad(loss_fn)(params, batch, k_loss)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    return (params, opt_state, state), loss
+    *carry, loss = _sequence_step(loss_fn, optimizer, batch_size, has_state,
+                                  *carry, data, rng, step)
+    return tuple(carry), loss
 
   def local(params, opt_state, state, data, rngs):
     # Runs on one device's slice of the stack: no cross-device traffic.
@@ -242,18 +252,8 @@ def sequence_bytes(loss_fn, optimizer, params, data, rng, *, batch_size,
   Returns:
     int bytes, or None where the backend gives no memory analysis.
   """
-  has_state = model_state is not None
-
-  def step(params, opt_state, state, data, rng):
-    k_sample, k_loss = step_keys(rng, 0)
-    batch = sample_batch(data, k_sample, batch_size)
-    if has_state:
-      (loss, state), grads = jax.value_and_grad(
-          lambda p: loss_fn(p, state, batch, k_loss), has_aux=True)(params)
-    else:
-      loss, grads = jax.value_and_grad(loss_fn)(params, batch, k_loss)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, state, loss
+  step = functools.partial(_sequence_step, loss_fn, optimizer, batch_size,
+                           model_state is not None, step=0)
 
   opt_state = jax.eval_shape(optimizer.init, params)
   compiled = jax.jit(step).lower(params, opt_state, model_state, data,
