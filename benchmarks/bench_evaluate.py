@@ -6,10 +6,11 @@ r"""Wall time of the DAVIS evaluator on the whole DAVIS 2016 val set.
 Predictions are the ground truth shifted by `--shift` pixels (right and down)
 with one frame in ten emptied, written once as palette PNGs (as inference
 writes them) to a temp folder. The timed call is the full folder evaluation,
-PNG decoding and CSV/JSON writing included. `--check` also runs a plain
-transcription of the official code (PIL decoding, full-frame seg2bmap,
-cv2.dilate with the skimage disk) and prints the largest difference of any
-per-object J-Mean / F-Mean and global figure, and its time.
+PNG decoding and CSV/JSON writing included. `--check` also runs the plain
+transcription of the official code in tests/davis_reference.py (PIL decoding,
+whole-image seg2bmap and disk dilation, nothing from vosjax's metrics) and
+prints the largest difference of any per-object J-Mean / F-Mean and global
+figure, and its time.
 """
 
 import argparse
@@ -24,10 +25,9 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import cv2
+from tests import davis_reference
 from vosjax import davis_io
 from vosjax.evaluation import davis as evdavis
-from vosjax.evaluation import metrics
 from vosjax.evaluation import png
 
 
@@ -41,24 +41,6 @@ def write_predictions(davis_path, out_dir, shift):
       davis_io.write_mask(out_dir / seq / p.name, m)
 
 
-def _official_f(fg, gt, kernel):
-  fb = metrics.seg2bmap(fg).astype(np.uint8)
-  gb = metrics.seg2bmap(gt).astype(np.uint8)
-  fg_dil = cv2.dilate(fb, kernel)
-  gt_dil = cv2.dilate(gb, kernel)
-  n_fg, n_gt = fb.sum(), gb.sum()
-  if n_fg == 0 and n_gt > 0:
-    p, r = 1, 0
-  elif n_fg > 0 and n_gt == 0:
-    p, r = 0, 1
-  elif n_fg == 0 and n_gt == 0:
-    p, r = 1, 1
-  else:
-    p = np.sum(fb * gt_dil) / float(n_fg)
-    r = np.sum(gb * fg_dil) / float(n_gt)
-  return 0 if p + r == 0 else 2 * p * r / (p + r)
-
-
 def official_like(davis_path, res_dir):
   """Plain per-frame transcription of the official pipeline (2016, binary)."""
   rows = []
@@ -68,12 +50,10 @@ def official_like(davis_path, res_dir):
     for p in paths:
       gt = davis_io.read_mask(p) > 0
       fg = davis_io.read_mask(res_dir / seq / p.name) > 0
-      kernel = metrics.disk(np.ceil(0.008 * np.linalg.norm(gt.shape)))
-      union = np.sum(gt | fg)
-      js.append(1 if union == 0 else np.sum(gt & fg) / union)
-      fs.append(_official_f(fg, gt, kernel))
-    jm, jr, jd = metrics.db_statistics(js)
-    fm, fr, fd = metrics.db_statistics(fs)
+      js.append(davis_reference.ref_j(gt, fg))
+      fs.append(davis_reference.ref_f(fg, gt))
+    jm, jr, jd = davis_reference.ref_stats(js)
+    fm, fr, fd = davis_reference.ref_stats(fs)
     rows.append((f"{seq}_1", {"J-Mean": jm, "J-Recall": jr, "J-Decay": jd,
                               "F-Mean": fm, "F-Recall": fr, "F-Decay": fd}))
   return evdavis.summarize(rows)
