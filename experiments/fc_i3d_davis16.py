@@ -15,25 +15,16 @@ Real-data smoke run on CPU (see README):
 
 import ml_collections
 
+from vosjax.programs import common
+
 
 def get_config():
   config = ml_collections.ConfigDict()
   config.program = "fc_i3d"
   config.seed = 0
 
-  # An extracted official DAVIS 2016 folder (JPEGImages/, Annotations/,
-  # ImageSets/). Download: https://davischallenge.org/davis2016/code.html
-  config.data_dir = ""
-
-  config.data = ml_collections.ConfigDict()
-  config.data.year = 2016
-  config.data.resolution = "480p"
-  config.data.train_split = "train"
-  config.data.val_split = "val"
-  # Comma-separated subsets; empty means the whole split.
-  config.data.train_sequences = ""
-  config.data.val_sequences = ""
-  config.data.synthetic = False
+  # --config.data_dir=/path/to/DAVIS, --config.data.val_sequences=a,b, ...
+  common.add_davis2016_data(config)
 
   config.model = ml_collections.ConfigDict()
   # Side taps before each pooling stage; add ",Mixed_5c" for the fifth.

@@ -147,6 +147,15 @@ def make_mesh(devices=None):
                            axis_types=(jax.sharding.AxisType.Auto,))
 
 
+def mesh_for_batch(batch_size):
+  """A ('data',) mesh over the most devices that split `batch_size` evenly.
+
+  All devices for the usual power-of-two batches and device counts; fewer
+  where they do not divide (e.g. a batch of 2 on 8 host test devices).
+  """
+  return make_mesh(jax.devices()[:math.gcd(batch_size, jax.device_count())])
+
+
 def replicated_sharding(mesh):
   """Every device holds the whole array."""
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

@@ -1,5 +1,6 @@
 """What every VOS program shares: the data folder, sequence choice, baseline.
 
+`add_davis2016_data` adds the config fields that the other helpers read;
 `prepare_data` generates the synthetic DAVIS-format videos of the demos or
 checks a real DAVIS folder; `select_sequences` resolves the comma-separated
 subsets of the configs; `first_frame_baseline` writes the trivial "copy the
@@ -8,6 +9,7 @@ first-frame mask" predictions every method is compared with.
 
 import pathlib
 
+import ml_collections
 import numpy as np
 
 from vosjax import davis_io
@@ -17,6 +19,27 @@ from vosjax.errors import InputError
 DAVIS_HELP = ("download DAVIS 2016 (480p) from "
               "https://davischallenge.org/davis2016/code.html, extract it, "
               "and pass --config.data_dir=/path/to/DAVIS")
+
+
+def add_davis2016_data(config):
+  """Adds `data_dir` and the `data` section of a DAVIS 2016 experiment.
+
+  These are the fields `prepare_data` and `select_sequences` read; a demo
+  then sets `data.synthetic = True` and the generator's sizes.
+  """
+  # An extracted official DAVIS 2016 folder (JPEGImages/, Annotations/,
+  # ImageSets/). Download: https://davischallenge.org/davis2016/code.html
+  config.data_dir = ""
+  config.data = ml_collections.ConfigDict()
+  config.data.year = 2016
+  config.data.resolution = "480p"
+  config.data.train_split = "train"
+  config.data.val_split = "val"
+  # Comma-separated subsets; empty means the whole split.
+  config.data.train_sequences = ""
+  config.data.val_sequences = ""
+  config.data.synthetic = False
+  return config
 
 
 def names(text):

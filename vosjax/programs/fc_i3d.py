@@ -14,7 +14,6 @@ its last checkpoint and redoes the cheap stages):
 
 import functools
 import json
-import math
 import pathlib
 import time
 
@@ -36,6 +35,7 @@ from vosjax.programs import common
 from vosjax.errors import InputError
 from vosjax.models import fc_i3d
 from vosjax.models import pretrained
+
 
 def build_model(model_config):
   return fc_i3d.FCI3D(taps=tuple(common.names(model_config.taps)),
@@ -234,10 +234,7 @@ def run(config, workdir):
       root, dc.train_split, dc.train_sequences, dc.year, dc.resolution)
   val_seqs = common.select_sequences(root, dc.val_split, dc.val_sequences,
                                      dc.year, dc.resolution)
-  # The largest device count that divides the batch (all of them, for the
-  # usual power-of-two batches and device counts).
-  mesh = train.make_mesh(
-      jax.devices()[:math.gcd(config.train.batch_size, jax.device_count())])
+  mesh = train.mesh_for_batch(config.train.batch_size)
   model = build_model(config.model)
   clip_shape = (1, config.train.clip_len, config.train.crop_size,
                 config.train.crop_size, 3)

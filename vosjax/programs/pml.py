@@ -22,7 +22,6 @@ label present, background included) and the reference pool from
 """
 
 import json
-import math
 import pathlib
 import time
 
@@ -247,13 +246,11 @@ def train_embedding(model, variables, source, config, workdir):
   state = train.TrainState.create(
       apply_fn=model.apply, params=variables["params"], tx=tx,
       batch_stats=variables.get("batch_stats"))
-  # The largest device count that divides the batch (e.g. 8 test devices).
-  devices = jax.devices()[:math.gcd(tc.batch_size, jax.device_count())]
   state = train.fit(
       state, train.make_train_step(loss_fn, lr_fn),
       PairBatches(source, tc, config.seed), num_steps=tc.num_steps,
       workdir=workdir, rng=jax.random.key(config.seed),
-      mesh=train.make_mesh(devices), checkpoint_every=tc.checkpoint_every,
+      mesh=train.mesh_for_batch(tc.batch_size), checkpoint_every=tc.checkpoint_every,
       log_every=tc.log_every)
   return jax.device_get(state.variables)
 
