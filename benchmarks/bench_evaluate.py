@@ -1,7 +1,7 @@
 r"""Wall time of the DAVIS evaluator on the whole DAVIS 2016 val set.
 
   python benchmarks/bench_evaluate.py [--davis_path ../shared/data/DAVIS]
-      [--shift 3] [--repeats 3] [--check]
+      [--shift 3] [--repeats 3] [--check] [--baseline DIR]
 
 Predictions are the ground truth shifted by `--shift` pixels (right and down)
 with one frame in ten emptied, written once as palette PNGs (as inference
@@ -11,11 +11,20 @@ transcription of the official code in tests/davis_reference.py (PIL decoding,
 whole-image seg2bmap and disk dilation, nothing from vosjax's metrics) and
 prints the largest difference of any per-object J-Mean / F-Mean and global
 figure, and its time.
+
+`--baseline DIR` (another checkout of the repository, e.g. the last commit
+unpacked with `git archive HEAD | tar -x -C DIR`) times that tree's evaluator
+on the same predictions, alternating baseline and current run by run, each
+run in a fresh process (`python -m vosjax.evaluate`'s situation: no JAX
+loaded), so both see the same load on a shared machine. The figures of the
+two must be equal.
 """
 
 import argparse
+import json
 import os
 import pathlib
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,21 +51,53 @@ def write_predictions(davis_path, out_dir, shift):
 
 
 def official_like(davis_path, res_dir):
-  """Plain per-frame transcription of the official pipeline (2016, binary)."""
-  rows = []
-  for seq in davis_io.read_split(davis_path, "val", 2016):
-    paths = davis_io.mask_paths(davis_path, seq)[1:-1]
-    js, fs = [], []
-    for p in paths:
-      gt = davis_io.read_mask(p) > 0
-      fg = davis_io.read_mask(res_dir / seq / p.name) > 0
-      js.append(davis_reference.ref_j(gt, fg))
-      fs.append(davis_reference.ref_f(fg, gt))
-    jm, jr, jd = davis_reference.ref_stats(js)
-    fm, fr, fd = davis_reference.ref_stats(fs)
-    rows.append((f"{seq}_1", {"J-Mean": jm, "J-Recall": jr, "J-Decay": jd,
-                              "F-Mean": fm, "F-Recall": fr, "F-Decay": fd}))
-  return evdavis.summarize(rows)
+  """The official pipeline, transcribed (2016: binarised), on the folder."""
+  names = davis_io.read_split(davis_path, "val", 2016)
+  return davis_reference.ref_evaluate_folder(davis_path, res_dir, names, 2016)
+
+
+_CHILD = """
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+from vosjax.evaluation import davis
+def cpu():  # this process and its (reaped) worker processes, all threads
+  t = os.times()
+  return t.user + t.system + t.children_user + t.children_system
+t0, c0 = time.perf_counter(), cpu()
+r = davis.evaluate_davis(sys.argv[2], sys.argv[3], split="val", year=2016)
+print(json.dumps({"wall": time.perf_counter() - t0, "cpu": cpu() - c0,
+                  "jf": r["global"]["J&F-Mean"], "results": r}))
+"""
+
+
+def timed_run(tree, davis_path, res_dir):
+  """One evaluation by the code under `tree`, in a fresh process."""
+  out = subprocess.run(
+      [sys.executable, "-c", _CHILD, str(tree), str(davis_path), str(res_dir)],
+      capture_output=True, text=True, check=True, cwd=str(tree))
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def paired(baseline, davis_path, res_dir, repeats):
+  current = pathlib.Path(__file__).resolve().parent.parent
+  runs = {"baseline": [], "current": []}
+  for _ in range(repeats):
+    for name, tree in (("baseline", baseline), ("current", current)):
+      runs[name].append(timed_run(tree, davis_path, res_dir))
+  for name, rs in runs.items():
+    walls = [r["wall"] for r in rs]
+    print(f"{name:9s} ({'HEAD tree' if name == 'baseline' else 'working tree'}"
+          f"): wall best {min(walls):.2f} s, median {np.median(walls):.2f} s "
+          f"over {len(walls)} fresh-process runs; CPU (all threads and "
+          f"processes) median {np.median([r['cpu'] for r in rs]):.2f} s; "
+          f"J&F-Mean "
+          f"{rs[0]['jf']:.6f}")
+  a, b = runs["baseline"][0]["results"], runs["current"][0]["results"]
+  diff = max(abs(a["global"][k] - b["global"][k]) for k in a["global"])
+  for name, r in a["sequences"].items():
+    for k in ("J-Mean", "F-Mean"):
+      diff = max(diff, abs(b["sequences"][name][k] - r[k]))
+  print(f"largest difference baseline vs current: {diff:.3g}")
 
 
 def main():
@@ -67,6 +108,8 @@ def main():
   parser.add_argument("--shift", type=int, default=3)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--check", action="store_true")
+  parser.add_argument("--baseline", default=None,
+                      help="another checkout to time against, run by run")
   args = parser.parse_args()
   davis_path = pathlib.Path(args.davis_path)
   names = davis_io.read_split(davis_path, "val", 2016)
@@ -88,9 +131,12 @@ def main():
     # a shared machine: wall ~= CPU / cores when the machine is otherwise idle.
     print(f"vosjax.evaluation: wall best {min(times):.2f} s, median "
           f"{np.median(times):.2f} s over {len(times)} runs "
-          f"({min(times) / n_frames * 1e3:.2f} ms/frame); CPU best "
+          f"({min(times) / n_frames * 1e3:.2f} ms/frame); main-process CPU best "
           f"{min(cpu):.2f} s; J&F-Mean {results['global']['J&F-Mean']:.6f}; "
           f"load avg after: {os.getloadavg()[0]:.2f}")
+    if args.baseline:
+      paired(pathlib.Path(args.baseline).resolve(), davis_path, res_dir,
+             args.repeats)
     if args.check:
       t0, c0 = time.perf_counter(), time.process_time()
       ref = official_like(davis_path, res_dir)

@@ -1,4 +1,10 @@
-"""Tests of `python -m vosjax.evaluate` on tiny synthetic DAVIS folders."""
+"""Tests of `python -m vosjax.evaluate` on tiny synthetic DAVIS folders.
+
+Figures are checked against tests/davis_reference.py `ref_evaluate_folder`, a
+plain transcription of the official davis2017-evaluation semi-supervised
+pipeline (PIL reading, void as background, official object count and
+padding), and on one hand-computed void case.
+"""
 
 import json
 import os
@@ -10,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests import davis_reference
 from vosjax import davis_io
 from vosjax import evaluate
-from vosjax.evaluation import metrics
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 H, W = 36, 52
@@ -78,21 +84,16 @@ def _write_results(res_dir, preds, grayscale=False):
         davis_io.write_mask(path, pred[i])
 
 
-def _expected(gts, preds):
-  """Per-object J-Mean/F-Mean and globals from the in-memory API."""
-  rows = {}
-  stats = []
-  for seq in gts:
-    res = metrics.evaluate_sequence(gts[seq], preds[seq])
-    for k in range(len(res["object_ids"])):
-      rows[f"{seq}_{k + 1}"] = (res["J-Mean"][k], res["F-Mean"][k])
-      stats.append([res[c][k] for c in ("J-Mean", "J-Recall", "J-Decay",
-                                         "F-Mean", "F-Recall", "F-Decay")])
-  stats = np.mean(stats, axis=0)
-  glob = dict(zip(("J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall",
-                   "F-Decay"), stats))
-  glob["J&F-Mean"] = (glob["J-Mean"] + glob["F-Mean"]) / 2
-  return rows, glob
+def _check_against_reference(data, root, res_dir, seqs, year):
+  """results.json figures equal the official transcription's."""
+  ref = davis_reference.ref_evaluate_folder(root, res_dir, seqs, year)
+  assert list(data["sequences"]) == list(ref["sequences"])
+  for name, r in ref["sequences"].items():
+    for k in ("J-Mean", "F-Mean"):
+      assert abs(data["sequences"][name][k] - r[k]) < 1e-12, (name, k)
+  for k, v in ref["global"].items():
+    assert abs(data["global"][k] - v) < 1e-12, k
+  return ref
 
 
 def _run(argv, capsys):
@@ -114,52 +115,125 @@ def test_cli_2016_layout(tmp_path, capsys, grayscale):
                      "--task", "semi-supervised"], capsys)
   assert rc == 0
   assert "Global results for val" in out and "aa_1" in out
-  rows, glob = _expected(gts, preds)
   data = json.loads((res_dir / "results.json").read_text())
   assert list(data) == ["global", "sequences"]
   assert list(data["global"]) == ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay",
                                   "F-Mean", "F-Recall", "F-Decay"]
-  for k, v in glob.items():
-    assert abs(data["global"][k] - v) < 1e-12, k
+  ref = _check_against_reference(data, root, res_dir, ["aa", "bb"], 2016)
   assert list(data["sequences"]) == ["aa_1", "bb_1"]
-  for name, (jm, fm) in rows.items():
-    assert abs(data["sequences"][name]["J-Mean"] - jm) < 1e-12
-    assert abs(data["sequences"][name]["F-Mean"] - fm) < 1e-12
   g_csv = (res_dir / "global_results-val.csv").read_text().splitlines()
   assert g_csv[0] == "J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,F-Decay"
   assert g_csv[1] == ",".join("%.3f" % data["global"][c]
                               for c in g_csv[0].split(","))
   s_csv = (res_dir / "per-sequence_results-val.csv").read_text().splitlines()
   assert s_csv[0] == "Sequence,J-Mean,F-Mean"
-  assert s_csv[1] == "aa_1,%.3f,%.3f" % rows["aa_1"]
+  r = ref["sequences"]["aa_1"]
+  assert s_csv[1] == "aa_1,%.3f,%.3f" % (r["J-Mean"], r["F-Mean"])
   assert len(s_csv) == 3
 
 
+def _hard_2017_predictions(rng, gts):
+  """Predictions with the cases the official protocol scores differently."""
+  preds = {s: np.where(g == 255, 0, _perturb(rng, g)) for s, g in gts.items()}
+  # cc: object 1 predicted over the whole void band (false positives there),
+  # object 3 over some void pixels next to it.
+  preds["cc"][:, :2, :] = 1
+  preds["cc"][:, 2, 20:30] = 3
+  # dd: object 2 never predicted (official zero padding).
+  preds["dd"][preds["dd"] == 2] = 0
+  # ee: ids 1 and 2 swapped.
+  ee = preds["ee"].copy()
+  preds["ee"][ee == 1] = 2
+  preds["ee"][ee == 2] = 1
+  # ff: ground truth has ids {1, 3} (2 absent everywhere) and object 3 leaves
+  # after frame 2; the prediction uses id 2 and keeps object 3.
+  preds["ff"] = np.where(gts["ff"] == 255, 0, gts["ff"])
+  preds["ff"][:, 30:34, 40:48] = 2
+  preds["ff"][3:] = np.where(preds["ff"][3:] == 0, 0, preds["ff"][3:])
+  preds["ff"][3:, 10:16, 10:16] = 3
+  return preds
+
+
 def test_cli_2017_layout_multi_object_void(tmp_path, capsys):
+  """Official semantics on void, missing, swapped and absent ids."""
   rng = np.random.default_rng(1)
   root = tmp_path / "DAVIS"
-  gts = _make_2017(root, {"cc": (6, 3), "dd": (5, 2)}, rng)
-  preds = {s: np.where(g == 255, 0, _perturb(rng, g)) for s, g in gts.items()}
-  preds["dd"][preds["dd"] == 2] = 0  # fewer objects than the ground truth
+  seqs = {"cc": (6, 3), "dd": (5, 2), "ee": (6, 3), "ff": (6, 3)}
+  gts = _make_2017(root, seqs, rng)
+  ff = gts["ff"]
+  ff[ff == 2] = 0  # id 2 absent from the ground truth
+  ff[3:][ff[3:] == 3] = 0  # object 3 gone after frame 2
+  for i in range(len(ff)):
+    davis_io.write_mask(root / "Annotations" / "480p" / "ff" / f"{i:05d}.png",
+                        ff[i])
+  preds = _hard_2017_predictions(rng, gts)
   res_dir = tmp_path / "res"
   _write_results(res_dir, preds)
   rc, _, _ = _run(["--davis_path", str(root), "--results_path", str(res_dir),
                    "--year", "2017"], capsys)
   assert rc == 0
   data = json.loads((res_dir / "results.json").read_text())
-  rows, glob = _expected(gts, preds)
-  assert list(data["sequences"]) == ["cc_1", "cc_2", "cc_3", "dd_1", "dd_2"]
-  for name, (jm, fm) in rows.items():
-    assert abs(data["sequences"][name]["J-Mean"] - jm) < 1e-12
-    assert abs(data["sequences"][name]["F-Mean"] - fm) < 1e-12
-  assert abs(data["global"]["J&F-Mean"] - glob["J&F-Mean"]) < 1e-12
+  _check_against_reference(data, root, res_dir, list(seqs), 2017)
+  assert list(data["sequences"]) == [
+      "cc_1", "cc_2", "cc_3", "dd_1", "dd_2", "ee_1", "ee_2", "ee_3", "ff_1",
+      "ff_2", "ff_3"]
   assert data["sequences"]["dd_2"]["J-Mean"] == 0.0
+  assert data["sequences"]["ee_1"]["J-Mean"] == 0.0
+  assert data["sequences"]["ff_2"]["J-Mean"] == 0.0
+  # The void band costs object 1 of cc (it is not excluded).
+  assert data["sequences"]["cc_1"]["J-Mean"] < 0.5
+  # --exclude_void (not official) drops the void pixels from J and F.
+  rc, _, _ = _run(["--davis_path", str(root), "--results_path", str(res_dir),
+                   "--year", "2017", "--exclude_void"], capsys)
+  assert rc == 0
+  excl = json.loads((res_dir / "results.json").read_text())
+  gt, pred = gts["cc"][1:-1], preds["cc"][1:-1]
+  void = gt == 255
+  j = [davis_reference.ref_j(g == 1, p == 1, v)
+       for g, p, v in zip(gt, pred, void)]
+  f = [davis_reference.ref_f(p == 1, g == 1, v)
+       for g, p, v in zip(gt, pred, void)]
+  assert abs(excl["sequences"]["cc_1"]["J-Mean"] - np.mean(j)) < 1e-12
+  assert abs(excl["sequences"]["cc_1"]["F-Mean"] - np.mean(f)) < 1e-12
+  assert (excl["sequences"]["cc_1"]["J-Mean"]
+          > data["sequences"]["cc_1"]["J-Mean"] + 0.2)
   # --sequences evaluates a subset (extension of the official tool).
   rc, out, _ = _run(["--davis_path", str(root), "--results_path", str(res_dir),
                      "--year", "2017", "--sequences", "dd"], capsys)
   assert rc == 0 and "cc_1" not in out
   data = json.loads((res_dir / "results.json").read_text())
   assert list(data["sequences"]) == ["dd_1", "dd_2"]
+
+
+def test_cli_2017_void_band_hand_computed(tmp_path, capsys):
+  """A 20x10 void band beside a 20x20 object, the prediction covering both.
+
+  Hand-computed official figures (see test_evaluation's
+  test_void_band_hand_computed): J = 400/600 = 0.667 and F = 63/90 = 0.700
+  on every evaluated frame; excluding void (not official) would give 1, 1.
+  Other files in the results folder (a GIF, .DS_Store) are ignored.
+  """
+  root = tmp_path / "DAVIS"
+  gt = np.zeros((4, 60, 80), np.uint8)
+  gt[:, 20:40, 20:40] = 1
+  gt[:, 20:40, 40:50] = 255
+  for i in range(len(gt)):
+    davis_io.write_mask(root / "Annotations" / "480p" / "band" /
+                        f"{i:05d}.png", gt[i])
+  (root / "ImageSets" / "2017").mkdir(parents=True)
+  (root / "ImageSets" / "2017" / "val.txt").write_text("band\n")
+  res_dir = tmp_path / "res"
+  _write_results(res_dir, {"band": np.where(gt == 255, 1, gt)})
+  Image.fromarray(gt[0]).save(res_dir / "band" / "overlay.gif")
+  (res_dir / "band" / ".DS_Store").write_bytes(b"\0\1junk")
+  rc, _, err = _run(["--davis_path", str(root), "--results_path",
+                     str(res_dir), "--year", "2017"], capsys)
+  assert rc == 0, err
+  data = json.loads((res_dir / "results.json").read_text())
+  assert abs(data["sequences"]["band_1"]["J-Mean"] - 400 / 600) < 1e-12
+  assert abs(data["sequences"]["band_1"]["F-Mean"] - 0.7) < 1e-12
+  s_csv = (res_dir / "per-sequence_results-val.csv").read_text().splitlines()
+  assert s_csv[1] == "band_1,0.667,0.700"
 
 
 def test_cli_subprocess_entry_point(tmp_path):
@@ -191,16 +265,23 @@ def _bad_setup(tmp_path, rng):
     ("missing_sequence", "dd"),
     ("size_mismatch", "00002.png"),
     ("missing_frame", "00001.png"),
-    ("non_png", "00003.jpg"),
+    ("renamed_to_jpg", "res/cc/00003.png"),
     ("corrupt_png", "00002.png"),
     ("too_many_objects", "00001.png"),
     ("unknown_set", "--set"),
+    ("missing_gt_last_with_jpegs", "Annotations/480p/cc/00004.png"),
+    ("missing_gt_middle", "Annotations/480p/cc/00002.png"),
 ])
 def test_cli_bad_input(tmp_path, capsys, case, needle):
+  """One-line error naming the file; the previous outputs are gone."""
   rng = np.random.default_rng(3)
   root, res_dir = _bad_setup(tmp_path, rng)
   args = ["--davis_path", str(root), "--results_path", str(res_dir),
           "--year", "2017"]
+  split = "test-challenge" if case == "unknown_set" else "val"
+  for name in (f"global_results-{split}.csv",
+               f"per-sequence_results-{split}.csv", "results.json"):
+    (res_dir / name).write_text("stale figures of an earlier run\n")
   if case == "missing_sequence":
     for p in (res_dir / "dd").iterdir():
       p.unlink()
@@ -210,7 +291,7 @@ def test_cli_bad_input(tmp_path, capsys, case, needle):
                         np.zeros((H + 1, W), np.uint8))
   elif case == "missing_frame":
     (res_dir / "dd" / "00001.png").unlink()
-  elif case == "non_png":
+  elif case == "renamed_to_jpg":
     (res_dir / "cc" / "00003.png").rename(res_dir / "cc" / "00003.jpg")
   elif case == "corrupt_png":
     (res_dir / "cc" / "00002.png").write_text("not an image")
@@ -220,6 +301,16 @@ def test_cli_bad_input(tmp_path, capsys, case, needle):
     davis_io.write_mask(res_dir / "dd" / "00001.png", m)
   elif case == "unknown_set":
     args += ["--set", "test-challenge"]
+  elif case == "missing_gt_last_with_jpegs":
+    # The official DAVIS class pairs JPEGs with masks and stops on a frame
+    # without one; today's silent drop would evaluate 00001-00002 only.
+    jpegs = root / "JPEGImages" / "480p" / "cc"
+    jpegs.mkdir(parents=True)
+    for i in range(5):
+      (jpegs / f"{i:05d}.jpg").write_bytes(b"")
+    (root / "Annotations" / "480p" / "cc" / "00004.png").unlink()
+  elif case == "missing_gt_middle":
+    (root / "Annotations" / "480p" / "cc" / "00002.png").unlink()
   rc, _, err = _run(args, capsys)
   assert rc == 1
   lines = err.strip().splitlines()
@@ -227,3 +318,50 @@ def test_cli_bad_input(tmp_path, capsys, case, needle):
   assert needle in lines[0], lines[0]
   assert not list(res_dir.glob("*.csv"))
   assert not (res_dir / "results.json").exists()
+
+
+def test_cli_2016_missing_ground_truth_listed_in_split(tmp_path, capsys):
+  """A mask the 2016 split file lists but the folder lacks is an error."""
+  rng = np.random.default_rng(4)
+  root = tmp_path / "DAVIS"
+  gts = _make_2016(root, {"aa": 5}, rng)
+  _write_results(tmp_path / "res", gts)
+  (root / "Annotations" / "480p" / "aa" / "00004.png").unlink()
+  rc, _, err = _run(["--davis_path", str(root), "--results_path",
+                     str(tmp_path / "res")], capsys)
+  assert rc == 1 and "Annotations/480p/aa/00004.png" in err, err
+
+
+def test_cli_failed_run_leaves_no_stale_results(tmp_path):
+  """A failed `python -m vosjax.evaluate` deletes the previous figures.
+
+  First run succeeds and writes the CSVs and results.json; the second, on
+  a results folder that lost a frame, exits 1 and must not leave the first
+  run's files looking like its own.
+  """
+  rng = np.random.default_rng(5)
+  root = tmp_path / "DAVIS"
+  gts = _make_2016(root, {"aa": 5, "bb": 4}, rng)
+  res_dir = tmp_path / "res"
+  _write_results(res_dir, gts)
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  cmd = [sys.executable, "-m", "vosjax.evaluate", "--davis_path", str(root),
+         "--results_path", str(res_dir), "--year", "2016"]
+  outputs = [res_dir / "global_results-val.csv",
+             res_dir / "per-sequence_results-val.csv",
+             res_dir / "results.json"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                        cwd=tmp_path, check=False)
+  assert proc.returncode == 0, proc.stderr
+  assert all(p.is_file() for p in outputs)
+  # Two sequences: the forked worker processes' figures (no JAX loaded in the
+  # CLI) equal the official transcription's.
+  _check_against_reference(json.loads(outputs[2].read_text()), root, res_dir,
+                           ["aa", "bb"], 2016)
+  (res_dir / "bb" / "00002.png").unlink()
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                        cwd=tmp_path, check=False)
+  assert proc.returncode == 1
+  assert "bb/00002.png" in proc.stderr, proc.stderr
+  assert not any(p.exists() for p in outputs)
+  assert not list(res_dir.glob(".*"))  # no temp files left either

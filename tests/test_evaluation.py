@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.davis_reference import OfficialStop
 from tests.davis_reference import ref_f
 from tests.davis_reference import ref_j
 from tests.davis_reference import ref_seg2bmap
@@ -79,6 +80,12 @@ def test_seg2bmap_matches_loops_and_official_transcription():
       want = ref_seg2bmap_loops(seg)
       np.testing.assert_array_equal(ref_seg2bmap(seg), want)
       np.testing.assert_array_equal(metrics.seg2bmap(seg), want)
+      # The form used on crops, also on a non-contiguous view.
+      np.testing.assert_array_equal(metrics._bmap_crop(seg), want)
+      padded = np.zeros((shape[0] + 2, shape[1] + 3), bool)
+      padded[1:-1, 2:-1] = seg
+      np.testing.assert_array_equal(
+          metrics._bmap_crop(padded[1:-1, 2:-1]), want)
 
 
 def test_disk_and_its_rectangles():
@@ -161,8 +168,10 @@ def _multi_object_sequence(rng, t=6, h=40, w=56):
 
 
 def test_evaluate_sequence_multi_object_with_void():
+  """Official protocol (void = background) against the transcription."""
   rng = np.random.default_rng(4)
   gt, pred = _multi_object_sequence(rng)
+  pred[2][gt[2] == 255] = 1  # object 1 predicted on the void pixels
   res = metrics.evaluate_sequence(gt, pred)
   j_ref, f_ref = ref_sequence(gt, pred)
   assert res["J"].shape == (3, 4)
@@ -174,6 +183,46 @@ def test_evaluate_sequence_multi_object_with_void():
       assert abs(res[f"{name}-Mean"][k] - m) < 1e-12
       assert abs(res[f"{name}-Recall"][k] - o) < 1e-12
       assert abs(res[f"{name}-Decay"][k] - d) < 1e-12
+  # The non-official option: void pixels dropped from both masks, as the
+  # official db_eval_iou / f_measure do when handed a void mask.
+  res = metrics.evaluate_sequence(gt, pred, exclude_void=True)
+  for k in range(3):
+    for t in range(1, 5):
+      g, p, v = gt[t] == k + 1, pred[t] == k + 1, gt[t] == 255
+      assert abs(res["J"][k, t - 1] - ref_j(g, p, v)) < 1e-12
+      assert abs(res["F"][k, t - 1] - ref_f(p, g, v)) < 1e-12
+
+
+def _void_band_case():
+  """60x80 frames: a 20x20 object, a 20x10 void band on its right."""
+  gt = np.zeros((3, 60, 80), np.uint8)
+  gt[:, 20:40, 20:40] = 1
+  gt[:, 20:40, 40:50] = 255
+  pred = np.where(gt == 255, 1, gt)  # the prediction covers object + void
+  return gt, pred
+
+
+def test_void_band_hand_computed():
+  """Hand-computed official figures: void band counted as false positives.
+
+  J = 400 / 600. F: bound_pix = ceil(0.008 * 100) = 1. seg2bmap gives the
+  20x20 object 80 boundary pixels and the 20x30 prediction 100. Within one
+  pixel (a 5-pixel cross) of the other boundary: 63 of the prediction's
+  (top row 21 + 1, bottom row 20 + 1, left column 20; its right column is 10
+  pixels away) and 63 of the ground truth's (top 21, bottom 20, left 20 and
+  the two ends of its right column). P = 63/100, R = 63/80,
+  F = 2PR / (P + R) = 63/90 = 0.7. Excluding void (not official) gives 1, 1.
+  """
+  gt, pred = _void_band_case()
+  res = metrics.evaluate_sequence(gt, pred)
+  assert res["J"].shape == (1, 1)
+  assert abs(res["J"][0, 0] - 400 / 600) < 1e-12
+  assert abs(res["F"][0, 0] - 0.7) < 1e-12
+  j_ref, f_ref = ref_sequence(gt, pred)
+  assert abs(j_ref[0, 0] - 400 / 600) < 1e-12
+  assert abs(f_ref[0, 0] - 0.7) < 1e-12
+  res = metrics.evaluate_sequence(gt, pred, exclude_void=True)
+  assert res["J"][0, 0] == 1.0 and res["F"][0, 0] == 1.0
 
 
 def test_evaluate_sequence_fewer_and_more_objects():
@@ -187,8 +236,16 @@ def test_evaluate_sequence_fewer_and_more_objects():
   np.testing.assert_allclose(res["F"], f_ref, rtol=0, atol=1e-12)
   more = pred.copy()
   more[2, 0, 0] = 4
+  with pytest.raises(OfficialStop):
+    ref_sequence(gt, more)
   with pytest.raises(ValueError, match="object id 4"):
     metrics.evaluate_sequence(gt, more)
+  # Id 4 in the first (never read) frame is no error, as officially.
+  more = pred.copy()
+  more[0, 0, 0] = 4
+  res = metrics.evaluate_sequence(gt, more)
+  np.testing.assert_allclose(res["J"], ref_sequence(gt, more)[0], rtol=0,
+                             atol=1e-12)
 
 
 def test_evaluate_sequence_identity_and_explicit_void():

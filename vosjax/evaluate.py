@@ -2,12 +2,16 @@ r"""Command-line DAVIS evaluation, a drop-in for the official tool.
 
   python -m vosjax.evaluate --davis_path DIR --results_path DIR \
       --set val --year 2016 --task semi-supervised [--sequences a,b]
+      [--exclude_void]
 
 Writes `global_results-<set>.csv`, `per-sequence_results-<set>.csv` and
 `results.json` into the results folder and prints the tables like the
 official `evaluation_method.py`. `--sequences` (evaluate a subset of the split)
-is an extension of the official tool. Bad input: a one-line error on stderr
-naming the file, sequence or flag, exit status 1, nothing written.
+and `--exclude_void` (void pixels left out of J and F instead of scored as
+background; not the official protocol) are extensions of the official tool.
+The three output files are deleted before evaluating, so a failed run never
+leaves the previous figures looking current. Bad input: a one-line error on
+stderr naming the file, sequence or flag, exit status 1, nothing written.
 """
 
 import argparse
@@ -32,6 +36,10 @@ def parse_args(argv):
                       choices=davis.TASKS)
   parser.add_argument("--sequences", default=None,
                       help="comma-separated subset of the split (extension)")
+  parser.add_argument("--exclude_void", action="store_true",
+                      help="drop ground-truth void pixels (255) from J and F; "
+                           "NOT the official protocol, which scores them as "
+                           "background (2017 only)")
   return parser.parse_args(argv)
 
 
@@ -45,7 +53,8 @@ def main(argv=None):
   try:
     results = davis.evaluate_davis(
         args.davis_path, args.results_path, split=args.set,
-        year=int(args.year), task=args.task, sequences=sequences, write=True)
+        year=int(args.year), task=args.task, sequences=sequences, write=True,
+        exclude_void=args.exclude_void)
   except (davis_io.DavisFormatError, ValueError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

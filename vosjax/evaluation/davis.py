@@ -7,19 +7,32 @@ masks `Annotations/480p/<seq>/*.png` and the predicted
 frames excluded; per-object J and F statistics; globals as means over all
 objects; J&F-Mean = (J-Mean + F-Mean) / 2. It writes
 `global_results-<set>.csv`, `per-sequence_results-<set>.csv` (pandas
-`float_format='%.3f'` text) and `results.json` (full precision) atomically.
+`float_format='%.3f'` text) and `results.json` (full precision) atomically,
+after deleting the previous ones first: a failed run leaves no stale figures.
 
 Year 2016: masks are single-object; ground truth and predictions are both
 binarised (nonzero = object 1), so 0/255 grayscale and {0, 1} palette results
 give the same numbers. (The official 2017 code cannot read the 2016 package
 as is: its loader turns 255 into void, leaving no object. Binarising is the
 usual reading of 2016 masks, e.g. by year-2016 ports of the 2017 code.)
-Year 2017: palette ids, 255 = void in the ground truth (ignored by J and F).
+Year 2017: palette ids; 255 (void) in the ground truth is background, as in
+the official semi-supervised evaluation (davis2017/davis.py get_all_masks sets
+it to 0 and evaluation.py passes no void mask to J and F), so predicting an
+object on void pixels costs J and F. `exclude_void=True` (CLI
+`--exclude_void`) drops void pixels instead; that is NOT the official
+protocol.
 
-Bad input (a missing sequence folder or frame, a file that is not a PNG, a
-prediction whose size differs from its ground truth, ids above the object
-count, an unknown split) raises `davis_io.DavisFormatError` naming the
-sequence or file, before anything is written.
+Frames: as officially, the ground-truth mask names define the frames; a frame
+with a JPEG (or a 2016 split-file entry, or a gap in the numbering) but no
+ground-truth mask is an error naming the missing file. Results are read as
+`<results_path>/<seq>/<frame>.png` for the evaluated frames only; other files
+in a results folder (overlay GIFs, `.DS_Store`, ...) are ignored, as the
+official `Results.read_masks` ignores them.
+
+Bad input (a missing sequence folder, ground-truth mask or result frame, a
+file that is not a PNG where a PNG is read, a prediction whose size differs
+from its ground truth, ids above the object count, an unknown split) raises
+`davis_io.DavisFormatError` naming the sequence or file; nothing is written.
 
 Extension of the official CLI: `sequences` evaluates the listed sequences
 only (smoke runs on one or two sequences).
@@ -28,8 +41,10 @@ only (smoke runs on one or two sequences).
 import concurrent.futures
 import json
 import math
+import multiprocessing
 import os
 import pathlib
+import sys
 
 import numpy as np
 
@@ -44,15 +59,76 @@ TASKS = ("semi-supervised",)
 
 
 def _num_workers():
-  """(decoding threads, sequence threads).
+  """(decoding threads, sequence threads) for the thread fallback.
 
   PNG inflating, cv2 and most NumPy passes release the GIL, so threads share
-  the work of sequences across cores without copying masks between processes.
+  part of the work of sequences across cores.
   """
   # One decoding thread per core: more only add GIL hand-offs (measured on
   # 2 cores, DAVIS 2016 val: 2.61 s with 2 decoders, 2.80 s with 4).
   cpus = os.cpu_count() or 1
   return min(cpus, 8), min(cpus, 4)
+
+
+def _fork_context():
+  """A 'fork' multiprocessing context when forking is safe here, else None.
+
+  Per-frame metrics are many small NumPy calls that hold the GIL, so threads
+  do not scale them; forked worker processes do (and start in milliseconds,
+  unlike 'spawn', which re-imports everything). Not after JAX is imported
+  (its runtime threads make fork unsafe: the programs evaluate after
+  training), not inside a daemon process (it cannot have children), and not
+  on platforms without fork: the thread pools are used there.
+  """
+  if "jax" in sys.modules or multiprocessing.current_process().daemon:
+    return None
+  if "fork" not in multiprocessing.get_all_start_methods():
+    return None
+  return multiprocessing.get_context("fork")
+
+
+class _Inline:
+  """A stand-in for an executor: `map` in the calling thread."""
+
+  @staticmethod
+  def map(fn, items):
+    return map(fn, items)
+
+
+def _evaluate_in_worker(args):
+  """One sequence in a worker process (decoding in its single thread)."""
+  return _evaluate_one(*args[:3], args[3], _Inline(), *args[4:])
+
+
+def _evaluate_all(davis_path, results_path, names, year, exclude_void,
+                  listed):
+  """Per-object rows of all sequences, in `names` order."""
+  jobs = [(davis_path, results_path, s, year, exclude_void,
+           listed.get(s, ())) for s in names]
+  cpus = os.cpu_count() or 1
+  ctx = _fork_context() if cpus > 1 and len(names) > 1 else None
+  if ctx is not None:
+    # Longest sequences first, so no worker is left with a long one at the
+    # end; results are collected in split order.
+    def n_masks(s):
+      folder = pathlib.Path(davis_path) / "Annotations" / "480p" / s
+      return len(os.listdir(folder)) if folder.is_dir() else 0
+    order = sorted(range(len(jobs)), key=lambda i: -n_masks(names[i]))
+    with concurrent.futures.ProcessPoolExecutor(
+        min(cpus, len(names)), mp_context=ctx) as ex:
+      futures = {i: ex.submit(_evaluate_in_worker, jobs[i]) for i in order}
+      try:
+        per_seq = [futures[i].result() for i in range(len(jobs))]
+      except BaseException:
+        ex.shutdown(wait=True, cancel_futures=True)
+        raise
+  else:
+    n_decode, n_seq = _num_workers()
+    with concurrent.futures.ThreadPoolExecutor(n_decode) as pool:
+      with concurrent.futures.ThreadPoolExecutor(n_seq) as seq_pool:
+        per_seq = list(seq_pool.map(
+            lambda job: _evaluate_one(*job[:4], pool, *job[4:]), jobs))
+  return [row for seq_rows in per_seq for row in seq_rows]
 
 
 def _read_masks(paths, shape, pool, seq, what):
@@ -69,27 +145,85 @@ def _read_masks(paths, shape, pool, seq, what):
   return out
 
 
-def _evaluate_one(davis_path, results_path, seq, year, pool):
-  """Per-object figures of one sequence: list of (name, stats dict)."""
-  gt_paths = davis_io.mask_paths(davis_path, seq)
-  # Official: frame names come from the ground truth; the semi-supervised
-  # task never reads the first and last frames of the results.
-  eval_names = [p.stem for p in gt_paths][1:-1]
+def _split_mask_names(davis_path, split, year):
+  """{sequence: mask names} listed by a DAVIS 2016 path-pair split file.
+
+  `ImageSets/480p/<split>.txt` names every annotated frame
+  (`/JPEGImages/480p/<seq>/00000.jpg /Annotations/480p/<seq>/00000.png`);
+  2017 split files list sequence names only (empty dict).
+  """
+  if year != 2016:
+    return {}
+  path = pathlib.Path(davis_path) / "ImageSets" / "480p" / f"{split}.txt"
+  out = {}
+  if path.is_file():
+    for line in path.read_text().splitlines():
+      parts = line.split()
+      if len(parts) >= 2 and "/" in parts[1]:
+        segs = parts[1].split("/")
+        out.setdefault(segs[-2], set()).add(segs[-1].rsplit(".", 1)[0])
+  return out
+
+
+def _check_ground_truth(davis_path, seq, gt_paths, listed):
+  """Errors on a frame of the sequence without its ground-truth mask.
+
+  Official: `DAVIS` pairs the sorted JPEG frames with the sorted masks and
+  stops when a frame has none. Known frames here: the JPEGs of
+  `JPEGImages/480p/<seq>` (when present), the masks a 2016 split file lists
+  (`listed`), and every number between the first and last mask name (DAVIS
+  frames are numbered consecutively), so a mask missing from the middle is
+  reported even without JPEGs.
+  """
+  have = {p.stem for p in gt_paths}
+  expected = set(listed)
+  jpeg_dir = pathlib.Path(davis_path) / "JPEGImages" / "480p" / seq
+  if jpeg_dir.is_dir():
+    expected.update(n[:-4] for n in os.listdir(jpeg_dir)
+                    if n.lower().endswith(".jpg") and not n.startswith("."))
+  widths = {len(n) for n in have}
+  if len(widths) == 1 and all(n.isdigit() for n in have):
+    width = widths.pop()
+    nums = sorted(int(n) for n in have)
+    expected.update(f"{i:0{width}d}" for i in range(nums[0], nums[-1] + 1))
+  missing = sorted(expected - have)
+  if missing:
+    ann = gt_paths[0].parent
+    raise davis_io.DavisFormatError(
+        f"sequence {seq}: missing ground-truth mask {ann / (missing[0] + '.png')}"
+        f" ({len(missing)} frame(s) without one)")
+
+
+def _result_paths(results_path, seq, eval_names):
+  """Result PNG of every evaluated frame: `<results>/<seq>/<frame>.png`.
+
+  As the official `Results.read_masks`, only those names are read: any other
+  file (an overlay GIF, `.DS_Store`, PNGs of other frames) is ignored, and a
+  missing one is an error naming it.
+  """
   seq_dir = pathlib.Path(results_path) / seq
   if not seq_dir.is_dir():
     raise davis_io.DavisFormatError(
         f"sequence {seq}: missing results folder {seq_dir}")
-  present = {p.name for p in seq_dir.iterdir() if not p.name.startswith(".")}
-  for name in sorted(present):
-    if not name.lower().endswith(".png"):
-      raise davis_io.DavisFormatError(
-          f"sequence {seq}: {seq_dir / name} is not a PNG file")
-  pred_paths = []
+  present = set(os.listdir(seq_dir))
+  paths = []
   for name in eval_names:
     if f"{name}.png" not in present:
       raise davis_io.DavisFormatError(
           f"sequence {seq}: missing frame {seq_dir / (name + '.png')}")
-    pred_paths.append(seq_dir / f"{name}.png")
+    paths.append(seq_dir / f"{name}.png")
+  return paths
+
+
+def _evaluate_one(davis_path, results_path, seq, year, pool, exclude_void,
+                  listed):
+  """Per-object figures of one sequence: list of (name, stats dict)."""
+  gt_paths = davis_io.mask_paths(davis_path, seq)
+  _check_ground_truth(davis_path, seq, gt_paths, listed)
+  # Official: frame names come from the ground truth; the semi-supervised
+  # task never reads the first and last frames of the results.
+  pred_paths = _result_paths(results_path, seq,
+                             [p.stem for p in gt_paths][1:-1])
   shape = png.decode_mask(gt_paths[0]).shape
   gt = _read_masks(gt_paths, shape, pool, seq, "ground truth")
   pred = _read_masks(pred_paths, shape, pool, seq, "prediction")
@@ -97,13 +231,8 @@ def _evaluate_one(davis_path, results_path, seq, year, pool):
     # Binary: any nonzero value is object 1 (0/255 or palette {0, 1}).
     np.not_equal(gt, 0, out=gt.view(bool))
     np.not_equal(pred, 0, out=pred.view(bool))
-    n_objects = int(gt[0].max(initial=0))
-    void = None
-  else:
-    n_objects = metrics.num_objects(gt[0])
-    void = gt == davis_io.VOID_LABEL
-    if not void.any():
-      void = None
+  # Official: N = the largest id of the first frame, void (255) excluded.
+  n_objects = metrics.num_objects(gt[0])
   if pred.size and int(pred.max()) > n_objects:
     bad = next(p for p, m in zip(pred_paths, pred) if int(m.max()) > n_objects)
     raise davis_io.DavisFormatError(
@@ -111,7 +240,7 @@ def _evaluate_one(davis_path, results_path, seq, year, pool):
         f"sequence has {n_objects} object(s)")
   # Only the evaluated (middle) frames of the results are read, as officially.
   res = metrics.evaluate_sequence(
-      gt[1:-1], pred, void=None if void is None else void[1:-1],
+      gt[1:-1], pred, exclude_void=exclude_void and year == 2017,
       skip_first_last=False, n_objects=n_objects)
   out = []
   for k in range(n_objects):
@@ -123,7 +252,8 @@ def _evaluate_one(davis_path, results_path, seq, year, pool):
 
 
 def evaluate_davis(davis_path, results_path, *, split="val", year=2016,
-                   task="semi-supervised", sequences=None, write=True):
+                   task="semi-supervised", sequences=None, write=True,
+                   exclude_void=False):
   """Evaluates a results folder against DAVIS ground truth.
 
   Args:
@@ -136,13 +266,19 @@ def evaluate_davis(davis_path, results_path, *, split="val", year=2016,
       whole split (an extension of the official CLI; like the official
       `DAVIS(sequences=...)`, in the given order); None = the whole split, in
       split-file order.
-    write: write the two CSVs and results.json into `results_path`.
+    write: write the two CSVs and results.json into `results_path`. Those
+      three files are deleted first, so a failed evaluation leaves none of
+      the previous run's behind.
+    exclude_void: NOT the official protocol (which scores void pixels as
+      background): drop ground-truth void pixels from both masks (2017 only).
 
   Returns:
     `{"global": {column: value}, "sequences": {"<seq>_<id>": {"J-Mean": ...,
     "F-Mean": ...}}}` with full-precision floats (NaN where a sequence has
     no evaluated frame).
   """
+  if write:
+    remove_results(results_path, split)
   year = int(year)
   if task not in TASKS:
     raise davis_io.DavisFormatError(
@@ -164,18 +300,35 @@ def evaluate_davis(davis_path, results_path, *, split="val", year=2016,
     names = list(dict.fromkeys(sequences))
     if not names:
       raise davis_io.DavisFormatError("--sequences names no sequence")
+  listed = _split_mask_names(davis_path, split, year)
 
-  n_decode, n_seq = _num_workers()
-  with concurrent.futures.ThreadPoolExecutor(n_decode) as pool:
-    with concurrent.futures.ThreadPoolExecutor(n_seq) as seq_pool:
-      per_seq = list(seq_pool.map(
-          lambda s: _evaluate_one(davis_path, results_path, s, year, pool),
-          names))
-  rows = [row for seq_rows in per_seq for row in seq_rows]
+  rows = _evaluate_all(davis_path, results_path, names, year, exclude_void,
+                      listed)
   results = summarize(rows)
   if write:
     write_results(results, results_path, split)
   return results
+
+
+def _result_files(results_path, split):
+  root = pathlib.Path(results_path)
+  return (root / f"global_results-{split}.csv",
+          root / f"per-sequence_results-{split}.csv",
+          root / "results.json")
+
+
+def remove_results(results_path, split):
+  """Deletes the evaluator's output files for `split` from results_path."""
+  if "/" in str(split) or os.sep in str(split):
+    raise davis_io.DavisFormatError(f"--set {split!r} is not a split name")
+  for path in _result_files(results_path, split):
+    try:
+      os.unlink(path)
+    except (FileNotFoundError, NotADirectoryError):
+      pass
+    except IsADirectoryError as e:
+      raise davis_io.DavisFormatError(
+          f"cannot replace {path}: it is a folder") from e
 
 
 def summarize(rows):
@@ -224,16 +377,22 @@ def _json_safe(x):
 
 
 def write_results(results, results_path, split):
-  """Writes the official CSVs and results.json atomically into results_path."""
-  root = pathlib.Path(results_path)
-  files = {
-      root / f"global_results-{split}.csv": global_csv(results),
-      root / f"per-sequence_results-{split}.csv": sequence_csv(results),
-      root / "results.json": json.dumps(_json_safe(results), indent=2) + "\n",
-  }
-  for path, text in files.items():
-    davis_io.atomic_write(path, lambda f, t=text: f.write(t), mode="w")
-  return list(files)
+  """Writes the official CSVs and results.json atomically into results_path.
+
+  Each file is replaced atomically (`davis_io.atomic_write`); if one of them
+  cannot be written, the others are deleted too, so the folder never holds a
+  mixed set.
+  """
+  paths = _result_files(results_path, split)
+  texts = (global_csv(results), sequence_csv(results),
+           json.dumps(_json_safe(results), indent=2) + "\n")
+  try:
+    for path, text in zip(paths, texts):
+      davis_io.atomic_write(path, lambda f, t=text: f.write(t), mode="w")
+  except BaseException:
+    remove_results(results_path, split)
+    raise
+  return list(paths)
 
 
 def _pandas_float_column(values):

@@ -4,13 +4,18 @@ Definitions follow davisvideochallenge/davis2017-evaluation (davis2017/
 metrics.py, utils.py, evaluation.py), which this module reproduces to the bit
 on the same boolean inputs:
 
-  J = |A ∩ B \\ void| / |A ∪ B \\ void|, and 1 when that union is empty.
-  F: boundaries by `seg2bmap` of `mask & ~void`; each boundary dilated by a
+  J = |A ∩ B| / |A ∪ B|, and 1 when that union is empty.
+  F: boundaries by `seg2bmap`; each boundary dilated by a
      disk of radius ceil(0.008 * ||(H, W)||) (skimage `disk`, x² + y² <= r²,
      applied with cv2.dilate as the official code does); precision = matched
      predicted boundary pixels / predicted boundary pixels, recall likewise for
      the ground truth, with the official conventions for empty boundaries;
      F = 2PR / (P + R), 0 when P + R = 0.
+  Void: the official semi-supervised evaluation passes no void mask, so
+  ground-truth void pixels (255) are plain background and a prediction that
+  covers them is wrong there (see `evaluate_sequence`). Removing a void mask
+  from both masks first (`mask & ~void`, as the official `db_eval_iou` /
+  `f_measure` do when given one) is available but is not the protocol.
   Statistics per object over the evaluated frames: Mean = nanmean, Recall =
   nanmean(X > 0.5), Decay = nanmean(first bin) - nanmean(last bin) of 4
   overlapping temporal bins with the official (uint8-cast) edges.
@@ -116,10 +121,33 @@ def _crop_jf(gt, pred, void, rows, cols, rects):
     keep = ~void[y0:y1, x0:x1]
     g = g & keep
     p = p & keep
+  n_g = np.count_nonzero(g)
+  n_p = np.count_nonzero(p)
   inter = np.count_nonzero(g & p)
-  union = np.count_nonzero(g | p)
+  union = n_g + n_p - inter
   j = 1.0 if union == 0 else inter / union
   return j, _boundary_f(g, p, rects)
+
+
+def _bmap_crop(seg):
+  """`seg2bmap` of a 2-D bool mask (any strides): `[H, W]` bool, C order.
+
+  A pixel is a boundary pixel iff its 2x2 window (itself, right, lower,
+  lower-right) is not uniform, i.e. iff its row differs from the right
+  neighbour, or the next row does, or it differs from the pixel below:
+  three XORs of neighbouring rows/columns instead of seg2bmap's three
+  shifted copies. The last row/column/corner follow the official rule.
+  """
+  h, w = seg.shape
+  b = np.empty((h, w), bool)
+  horiz = seg[:, :-1] ^ seg[:, 1:]  # [H, W-1]
+  vert = seg[:-1] ^ seg[1:]  # [H-1, W]
+  np.bitwise_or(horiz[:-1], horiz[1:], out=b[:-1, :-1])
+  b[:-1, :-1] |= vert[:, :-1]
+  b[:-1, -1] = vert[:, -1]  # last column: only the lower neighbour
+  b[-1, :-1] = horiz[-1]  # last row: only the right neighbour
+  b[-1, -1] = False
+  return b
 
 
 def disk_rectangles(kernel):
@@ -147,20 +175,21 @@ def _matches(points, other, rects):
   are sparse, so this is far cheaper than dilating the whole frame.
 
   Args:
-    points: `[H, W]` bool boundary map whose pixels are tested.
-    other: `[H, W]` bool boundary map that is (virtually) dilated.
+    points: `[H, W]` bool C-contiguous boundary map whose pixels are tested.
+    other: `[H, W]` bool C-contiguous boundary map that is (virtually)
+      dilated.
     rects: `disk_rectangles(kernel)`.
   """
   h, w = other.shape
   stride = w + 1
-  integral = cv2.integral(other.view(np.uint8)).ravel()  # [(h+1)*(w+1)] int32
-  flat = np.flatnonzero(points)  # `points` is a fresh C-contiguous map.
+  integral = cv2.integral(other.view(np.uint8)).ravel()  # int32
+  # nonzero is several times faster on bool than on uint8.
+  flat = np.flatnonzero(points)
   ys, xs = np.divmod(flat, w)
   hit = 0
   # Largest rectangles first; a pixel found near `other` is not tested again
   # (most are, for a decent prediction, after the first rectangle).
-  for half_w, half_h in sorted(rects, key=lambda r: -(2 * r[0] + 1) *
-                               (2 * r[1] + 1)):
+  for half_w, half_h in _by_area(rects):
     if not ys.size:
       break
     y0 = np.maximum(ys - half_h, 0) * stride
@@ -170,20 +199,36 @@ def _matches(points, other, rects):
     total = (integral[y1 + x1] - integral[y0 + x1]
              - integral[y1 + x0] + integral[y0 + x0])
     found = total > 0
-    hit += int(np.count_nonzero(found))
-    ys, xs = ys[~found], xs[~found]
+    n_found = int(np.count_nonzero(found))
+    if n_found:
+      hit += n_found
+      missed = ~found
+      ys, xs = ys[missed], xs[missed]
   return hit
 
 
+def _by_area(rects):
+  """`rects` largest area first (cached: the same few tuples every frame)."""
+  order = _AREA_ORDER.get(rects)
+  if order is None:
+    order = tuple(sorted(rects, key=lambda r: -(2 * r[0] + 1) *
+                         (2 * r[1] + 1)))
+    _AREA_ORDER[rects] = order
+  return order
+
+
+_AREA_ORDER = {}
+
+
 def _boundary_f(g, p, rects):
-  """Official boundary F of masks `g` (ground truth) and `p` (void removed).
+  """Official boundary F of bool masks `g` (ground truth) and `p`.
 
   Exact on the crops of `frame_jf`: off the image edge a crop's last row and
   column are all zero in both masks, where seg2bmap's special case and the
   full rule both give 0.
   """
-  gb = seg2bmap(g)
-  fb = seg2bmap(p)
+  gb = _bmap_crop(g)
+  fb = _bmap_crop(p)
   n_fg = np.count_nonzero(fb)
   n_gt = np.count_nonzero(gb)
   if n_fg == 0 and n_gt > 0:
@@ -223,22 +268,29 @@ def num_objects(gt_first_frame, void_label=255):
   return int(ids.max()) if ids.size else 0
 
 
-def evaluate_sequence(gt, pred, *, void=None, skip_first_last=True,
-                      n_objects=None, void_label=255):
+def evaluate_sequence(gt, pred, *, exclude_void=False, void=None,
+                      skip_first_last=True, n_objects=None, void_label=255):
   """Per-object, per-frame J and F of one sequence, and their statistics.
 
-  Objects are ids 1..N with N the largest id in the ground truth's first frame
-  (official rule). Each is evaluated separately; prediction ids above N are an
-  error (the official tool stops), objects missing from the prediction score as
-  empty masks.
+  Official protocol (davis2017/davis.py `get_all_masks`, evaluation.py
+  `_evaluate_semisupervised(..., None, metric)`): ground-truth void pixels are
+  background for every object and are NOT excluded, so a prediction covering
+  them counts as false positives. Objects are ids 1..N with N the largest
+  non-void id in the ground truth's first frame. Each is evaluated separately;
+  prediction ids above N are an error (the official tool stops), objects
+  missing from the prediction score as empty masks (its zero padding).
 
   Args:
     gt: `[T, H, W]` integer ground-truth ids (0 = background; `void_label`
-      marks void pixels, which count as background for the objects). DAVIS
-      2016 0/255 masks must be binarised first
+      marks void pixels). DAVIS 2016 0/255 masks must be binarised first
       (`davis_io.to_object_ids(raw, 2016)`), or 255 reads as void.
     pred: `[T, H, W]` integer predicted ids.
-    void: optional `[T, H, W]` bool void mask; default `gt == void_label`.
+    exclude_void: NOT the official protocol: drop the pixels where
+      `gt == void_label` from both masks before J and F (what the official
+      `db_eval_iou` / `f_measure` do with a void mask, which its
+      semi-supervised path never passes).
+    void: optional `[T, H, W]` bool mask of pixels to drop from both masks
+      (also not the official protocol; implies exclusion of exactly these).
     skip_first_last: drop frames 0 and T-1 (semi-supervised protocol).
     n_objects: override the object count (default: from `gt[0]`).
     void_label: the ground-truth void value.
@@ -253,34 +305,32 @@ def evaluate_sequence(gt, pred, *, void=None, skip_first_last=True,
   if gt.ndim != 3 or gt.shape != pred.shape:
     raise ValueError(f"gt {gt.shape} and pred {pred.shape} must be equal "
                      "[T, H, W] shapes")
-  if void is None:
-    void = gt == void_label
-  else:
+  if void is not None:
     void = np.asarray(void, bool)
     if void.shape != gt.shape:
       raise ValueError(f"void {void.shape} must have the shape of gt "
                        f"{gt.shape}")
+  elif exclude_void:
+    void = gt == void_label
   if n_objects is None:
     n_objects = num_objects(gt[0], void_label)
   if skip_first_last:
-    gt, pred, void = gt[1:-1], pred[1:-1], void[1:-1]
+    gt, pred = gt[1:-1], pred[1:-1]
+    void = None if void is None else void[1:-1]
   if pred.size and int(pred.max()) > n_objects:
     raise ValueError(f"prediction has object id {int(pred.max())} but the "
                      f"ground truth has {n_objects} object(s)")
-  has_void = bool(void.any())
+  if void is not None and not void.any():
+    void = None
   t, h, w = gt.shape
   rects = disk_rectangles(disk(bound_pix(h, w)))
   j = np.ones((n_objects, t))
   f = np.ones((n_objects, t))
   for k in range(n_objects):
-    if n_objects == 1 and gt.dtype == np.uint8 and gt.max(initial=0) <= 1:
-      g_all = gt.view(bool)  # Binary (2016) masks: no comparison pass.
-    else:
-      g_all = gt == k + 1
-    if n_objects == 1 and pred.dtype == np.uint8 and pred.max(initial=0) <= 1:
-      p_all = pred.view(bool)
-    else:
-      p_all = pred == k + 1
+    # Ground-truth void (255) never equals an object id 1..254: void pixels
+    # are background for every object, as officially.
+    g_all = _object_mask(gt, k + 1, n_objects)
+    p_all = _object_mask(pred, k + 1, n_objects)
     # Bounding boxes of all frames at once (whole-sequence vector passes).
     both = g_all | p_all
     rows_any = both.any(axis=2)
@@ -290,7 +340,7 @@ def evaluate_sequence(gt, pred, *, void=None, skip_first_last=True,
       if rows is None:
         continue  # Both empty: J = F = 1.
       j[k, i], f[k, i] = _crop_jf(g_all[i], p_all[i],
-                                  void[i] if has_void else None, rows,
+                                  None if void is None else void[i], rows,
                                   _bbox_1d(cols_any[i]), rects)
   out = {"J": j, "F": f, "object_ids": np.arange(1, n_objects + 1)}
   for name, values in (("J", j), ("F", f)):
@@ -299,3 +349,11 @@ def evaluate_sequence(gt, pred, *, void=None, skip_first_last=True,
     out[f"{name}-Recall"] = stats[:, 1]
     out[f"{name}-Decay"] = stats[:, 2]
   return out
+
+
+def _object_mask(ids, k, n_objects):
+  """`ids == k` as `[T, H, W]` bool; a free view for binary uint8 input."""
+  if (n_objects == 1 and ids.dtype == np.uint8
+      and int(ids.max(initial=0)) <= 1):
+    return ids.view(bool)  # Binary (2016) masks: no comparison pass.
+  return ids == k
