@@ -246,3 +246,44 @@ def test_module_entry_point_exits_nonzero(tmp_path):
   assert proc.returncode == 1
   assert proc.stdout == ''
   assert proc.stderr.strip() == f'error: {missing}: no such file or directory'
+
+
+def _bomb_png(path, side=20000):
+  """A valid PNG header declaring side x side pixels (4e8 > 2 x PIL's limit).
+
+  Only the header is real (no pixel data): PIL refuses such an image at
+  `Image.open`, before decoding, with `DecompressionBombError`.
+  """
+  import struct  # pylint: disable=g-import-not-at-top
+  import zlib  # pylint: disable=g-import-not-at-top
+
+  def chunk(kind, data):
+    return (struct.pack('>I', len(data)) + kind + data
+            + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff))
+
+  ihdr = struct.pack('>IIBBBBB', side, side, 8, 2, 0, 0, 0)
+  path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr)
+                   + chunk(b'IDAT', zlib.compress(b'')) + chunk(b'IEND', b''))
+  return path
+
+
+@pytest.mark.parametrize('where', ['folder', 'gif'])
+def test_decompression_bomb_is_one_line_error(tmp_path, where):
+  """An over-large image: exit 1, one line naming the file (no traceback)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  if where == 'folder':
+    _write_folder(tmp_path / 'frames', _frames(), 'png')
+    named = _bomb_png(tmp_path / 'frames' / '00003.png')
+    arg = tmp_path / 'frames'
+  else:  # PIL opens by content: a PNG named .gif takes the GIF reader.
+    named = arg = _bomb_png(tmp_path / 'huge.gif')
+  with pytest.raises(Image.DecompressionBombError):  # The premise.
+    Image.open(named)
+  proc = subprocess.run(
+      [sys.executable, '-m', 'vosjax.tools.classify_video', str(arg)],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+      env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)}, check=False)
+  assert proc.returncode == 1, proc.stderr
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1, proc.stderr
+  assert lines[0].startswith(f'error: {named}: image too large'), lines[0]

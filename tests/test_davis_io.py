@@ -71,3 +71,47 @@ def test_real_davis_val_split(davis_root):
   assert len(frames) == len(masks) == 50
   mask = davis_io.to_object_ids(davis_io.read_mask(masks[0]), 2016)
   assert mask.shape == (480, 854) and set(np.unique(mask)) == {0, 1}
+
+
+def test_real_la_mode_mask_bear_00077(davis_root):
+  """The official bear/00077.png is an LA-mode PNG: its L channel is the mask.
+
+  Reference: PIL's own decoding of the file, channel 0, compared with the
+  neighbouring grayscale frame (the bear hardly moves in one frame).
+  """
+  path = davis_io.mask_paths(davis_root, "bear")[77]
+  with Image.open(path) as im:
+    assert im.mode == "LA"
+    luminance = np.asarray(im.getchannel("L"))
+  raw = davis_io.read_mask(path)
+  np.testing.assert_array_equal(raw, luminance)
+  ids = davis_io.to_object_ids(raw, 2016)
+  prev = davis_io.to_object_ids(
+      davis_io.read_mask(davis_io.mask_paths(davis_root, "bear")[76]), 2016)
+  assert ids.shape == (480, 854) and set(np.unique(ids)) == {0, 1}
+  iou = (ids & prev).sum() / (ids | prev).sum()
+  assert iou > 0.8, iou
+
+
+def test_real_empty_masks_bmx_bumps(davis_root):
+  """bmx-bumps 00060 and 00062-00074 are empty (object out of view)."""
+  paths = davis_io.mask_paths(davis_root, "bmx-bumps")
+  empty = [i for i, p in enumerate(paths)
+           if not davis_io.to_object_ids(davis_io.read_mask(p), 2016).any()]
+  assert empty == [60] + list(range(62, 75))
+
+
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o077, 0o600),
+                                             (0o002, 0o664)])
+def test_atomic_write_mode_follows_umask(tmp_path, umask, expected):
+  """Files get 0666 & ~umask, as open() would give (mkstemp gives 0600)."""
+  import os  # pylint: disable=g-import-not-at-top
+  import stat  # pylint: disable=g-import-not-at-top
+  old = os.umask(umask)
+  try:
+    davis_io.atomic_write(tmp_path / "a.txt", lambda f: f.write("x"),
+                          mode="w")
+  finally:
+    os.umask(old)
+  assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == expected
+  assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]

@@ -65,3 +65,61 @@ def test_sequence_overlay_files(tmp_path):
       cell, overlays.overlay_frame(frames[4], masks[4]))
   np.testing.assert_array_equal(cell[35, 5], frames[4, 35, 5])
   assert not np.array_equal(cell[20, 30], frames[4, 20, 30])
+
+
+def test_ground_truth_outline_and_caption():
+  """GT boundary pixels turn white; the caption names the variant and frame.
+
+  Reference: the ground truth's boundary computed independently as the mask
+  pixels with a 4-neighbour outside it (what `cv2.findContours` traces for a
+  rectangle), and the untouched input frame everywhere else.
+  """
+  frames, masks = _sequence(num_frames=3)
+  gt = np.zeros_like(masks)
+  gt[:, 20:35, 30:55] = 1  # Overlaps the prediction, away from the caption.
+  inside = gt[0] == 1
+  padded = np.pad(inside, 1)
+  interior = (padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2]
+              & padded[1:-1, 2:])
+  boundary = inside & ~interior
+  plain = overlays.overlay_frame(frames[0], masks[0])
+  out = overlays.outline_ground_truth(plain, gt[0])
+  np.testing.assert_array_equal(out[boundary], 255)
+  np.testing.assert_array_equal(out[~boundary], plain[~boundary])
+
+  # The caption: a box in the top-left corner, the rest as without it.
+  a = overlays._render(frames, masks, 1, gt, "oneshot", {})
+  c = overlays._render(frames, masks, 1, gt, "parent", {})
+  ref1 = overlays.outline_ground_truth(
+      overlays.overlay_frame(frames[1], masks[1]), gt[1])
+  box = np.any(a != ref1, axis=-1)
+  rows, cols = np.nonzero(box)
+  assert rows.min() == 0 and cols.min() == 0 and rows.max() < 20
+  assert np.array_equal(a[~box], ref1[~box])
+  # The text is the frame number and the label: same image, other text,
+  # other box; no text, no box.
+  grey = np.full((40, 60, 3), 128, np.uint8)
+  one, two = (overlays.caption(grey, f"oneshot {t:05d}") for t in (1, 2))
+  assert not np.array_equal(one, two)
+  np.testing.assert_array_equal(overlays.caption(grey, ""), grey)
+  np.testing.assert_array_equal(
+      a, overlays.caption(ref1, "oneshot 00001"))
+  assert not np.array_equal(a, c)
+
+
+def test_sequence_overlays_with_ground_truth_and_label(tmp_path):
+  frames, masks = _sequence(num_frames=4)
+  gt = [masks[0], None, masks[2], masks[3]]  # Frame 1 has no annotation.
+  gif, sheet = overlays.write_overlays(
+      frames, masks, tmp_path, "seq", sheet_frames=4, sheet_columns=4,
+      sheet_width=60, gt_masks=gt, label="oneshot")
+  with Image.open(sheet) as im:
+    pixels = np.asarray(im.convert("RGB"))
+  for t in range(4):  # Each cell is the frame's full rendering.
+    np.testing.assert_array_equal(
+        pixels[:, 60 * t:60 * (t + 1)],
+        overlays._render(frames, masks, t, gt, "oneshot", {}))
+  with Image.open(gif) as im:
+    assert im.n_frames == 4
+  with pytest.raises(ValueError, match="3 ground-truth masks for 4"):
+    overlays.write_overlays(frames, masks, tmp_path, "seq", gt_masks=gt[:3])

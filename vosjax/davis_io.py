@@ -16,7 +16,7 @@ palette PNG to colours, so masks are always read with PIL here.
 
 import os
 import pathlib
-import tempfile
+import secrets
 
 import numpy as np
 from PIL import Image
@@ -158,10 +158,18 @@ def atomic_write(path, write_fn, mode="wb"):
   """Calls `write_fn(file)` on a temp file, then renames it onto `path`.
 
   A reader never sees a half-written file, and a crash leaves no file at all.
+  The file's permissions follow the umask like any new file (0644 under umask
+  022): the temp file is created with mode 0666 & ~umask, not mkstemp's 0600.
   """
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+  while True:
+    tmp = os.fspath(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+      fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+      break
+    except FileExistsError:  # A name taken by a concurrent write: redraw.
+      continue
   try:
     with os.fdopen(fd, mode) as f:
       write_fn(f)
@@ -170,3 +178,65 @@ def atomic_write(path, write_fn, mode="wb"):
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+def _complete(path, data_tail):
+  """Whether an image file ends as its format requires (not truncated)."""
+  if path.suffix.lower() in (".jpg", ".jpeg"):
+    return b"\xff\xd9" in data_tail  # JPEG end-of-image marker.
+  if path.suffix.lower() == ".png":
+    return b"IEND" in data_tail
+  return True
+
+
+def _image_size(path):
+  """`(width, height)` from the header and whether the file is complete."""
+  with open(path, "rb") as f:
+    f.seek(0, os.SEEK_END)
+    f.seek(max(f.tell() - 32, 0))
+    tail = f.read()
+  if not _complete(pathlib.Path(path), tail):
+    raise DavisFormatError(f"{path} is truncated")
+  try:
+    with Image.open(path) as im:
+      return im.size
+  except (OSError, SyntaxError) as e:
+    raise DavisFormatError(f"cannot read image {path}: {e}") from e
+
+
+def check_sequences(root, sequences, resolution="480p", need_all_masks=True):
+  """Every problem with the frames and masks of `sequences`, without decoding.
+
+  Checks that each sequence has frames and masks, as many masks as frames
+  (`need_all_masks`; otherwise at least the first), that every file is
+  complete (JPEG end marker, PNG IEND chunk) and readable, and that every
+  frame and mask has the size of the sequence's first frame. Reading headers
+  only, all of DAVIS 2016 val takes about a second.
+
+  Returns:
+    A list of one-line problem descriptions, each naming the file or folder;
+    empty when all is well.
+  """
+  problems = []
+  for seq in sequences:
+    try:
+      frames = frame_paths(root, seq, resolution)
+      masks = mask_paths(root, seq, resolution)
+    except DavisFormatError as e:
+      problems.append(str(e))
+      continue
+    if need_all_masks and len(masks) != len(frames):
+      problems.append(f"{seq}: {len(frames)} frames but {len(masks)} masks "
+                      f"in {pathlib.Path(root) / 'Annotations' / resolution}")
+    expected = None
+    for path in frames + (masks if need_all_masks else masks[:1]):
+      try:
+        size = _image_size(path)
+      except DavisFormatError as e:
+        problems.append(str(e))
+        continue
+      expected = expected or size
+      if size != expected:
+        problems.append(f"{path} is {size[0]}x{size[1]}, the sequence's "
+                        f"first frame {expected[0]}x{expected[1]}")
+  return problems

@@ -6,9 +6,12 @@ runs it in `config.program`; the program is `vosjax.programs.<program>.run`.
 Nothing needs registering: adding a file adds an experiment.
 """
 
+import ast
 import importlib
 import os
 import pathlib
+
+from vosjax.errors import InputError
 
 EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "experiments"
 
@@ -27,6 +30,41 @@ def experiment_path(name, directory=EXPERIMENTS_DIR):
     raise ValueError(
         f"unknown experiment {name!r}; available: {', '.join(names)}")
   return os.fspath(pathlib.Path(directory) / f"{name}.py")
+
+
+def describe(name, directory=EXPERIMENTS_DIR):
+  """The first line of experiment `name`'s docstring ('' if none).
+
+  Read with `ast`, so listing the experiments imports none of them.
+  """
+  path = pathlib.Path(directory) / f"{name}.py"
+  try:
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+  except (OSError, SyntaxError, ValueError):
+    return ""
+  return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def validate_config(config):
+  """One-line `InputError` for counts that can only be meant as >= 1 (or 0).
+
+  Checked before anything is compiled: every field named `batch_size`,
+  `*_batch_size` or `*_every` must be a whole number >= 1 (0 divides by zero
+  or builds an empty batch), every `num_steps` one >= 0 (0 means "no
+  training" where a program allows it, e.g. pml; `train.fit` refuses 0).
+  """
+  from vosjax import workdir  # pylint: disable=g-import-not-at-top
+  for field, value in sorted(workdir.config_to_dict(config).items()):
+    name = field.rsplit(".", 1)[-1]
+    if name == "num_steps":
+      low = 0
+    elif name.endswith("batch_size") or name.endswith("_every"):
+      low = 1
+    else:
+      continue
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+      raise InputError(f"--config.{field}={value!r}: must be a whole number "
+                       f">= {low}")
 
 
 def get_program(config):

@@ -38,6 +38,8 @@ import optax
 from vosjax import davis_io
 from vosjax import input_pipeline
 from vosjax.checkpoint import Checkpointer
+from vosjax.errors import InputError
+from vosjax.errors import RunError
 
 PyTree = Any
 METRICS_FILE = "metrics.jsonl"
@@ -153,7 +155,11 @@ def mesh_for_batch(batch_size):
   All devices for the usual power-of-two batches and device counts; fewer
   where they do not divide (e.g. a batch of 2 on 8 host test devices).
   """
-  return make_mesh(jax.devices()[:math.gcd(batch_size, jax.device_count())])
+  count = math.gcd(batch_size, jax.device_count())
+  if count < jax.device_count():
+    logging.warning("batch size %d does not divide the %d devices: using %d "
+                    "of them", batch_size, jax.device_count(), count)
+  return make_mesh(jax.devices()[:count])
 
 
 def replicated_sharding(mesh):
@@ -293,8 +299,16 @@ def _getter(config):
 # The loop.
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunError):
   """The loss (or gradient norm) became NaN or Inf; training was stopped."""
+
+
+def _check_positive(name, value):
+  """`InputError` naming the config field unless `value` is an int >= 1."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
+      value < 1):
+    raise InputError(f"{name}={value!r} (--config.train.{name}): must be a "
+                     f"whole number >= 1")
 
 
 @jax.jit
@@ -392,9 +406,19 @@ def fit(state, train_step, batches, *, num_steps, workdir, rng, mesh=None,
     The final `TrainState` (step `num_steps`), replicated on `mesh`.
 
   Raises:
+    InputError: `num_steps`, `checkpoint_every` or `log_every` is not a
+      whole number >= 1 (checked before anything is compiled or written).
     NonFiniteLossError: the loss or gradient norm was NaN/Inf.
+    CheckpointError: a checkpoint could not be saved (raised within a step
+      of the failure, naming the path and the cause; the partial folder is
+      removed) or no saved one could be read. An unreadable newest
+      checkpoint falls back to the newest readable one with a warning.
     ValueError: `batches` ran out before `num_steps`, or a bad batch shape.
   """
+  for name, value in (("num_steps", num_steps),
+                      ("checkpoint_every", checkpoint_every),
+                      ("log_every", log_every)):
+    _check_positive(name, value)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   mesh = make_mesh() if mesh is None else mesh
@@ -404,9 +428,11 @@ def fit(state, train_step, batches, *, num_steps, workdir, rng, mesh=None,
   ckpt = Checkpointer(workdir / CHECKPOINT_DIR, max_to_keep=max_to_keep,
                       async_save=async_checkpoint)
   try:
-    last_good = ckpt.latest_step()
-    if last_good is not None:
+    last_good = None
+    if ckpt.latest_step() is not None:
+      # The newest readable checkpoint (an unreadable newer one is skipped).
       state, data_state = ckpt.restore(state)
+      last_good = int(jax.device_get(state.step))
       batches.set_state(data_state)
       logging.info("Resumed from step %d in %s", last_good, ckpt.directory)
       _truncate_metrics(metrics_path, last_good)
@@ -433,6 +459,7 @@ def fit(state, train_step, batches, *, num_steps, workdir, rng, mesh=None,
         acc = _empty_acc(metrics)
       acc = _accumulate(acc, metrics, step)
       step += 1
+      ckpt.poll()  # A failed background save stops the run here, at once.
       is_log = step % log_every == 0 or step == num_steps
       is_ckpt = step % checkpoint_every == 0 or step == num_steps
       if not (is_log or is_ckpt):

@@ -91,6 +91,8 @@ def _read_folder(path: pathlib.Path) -> list[np.ndarray]:
     try:
       with Image.open(f) as im:
         frames.append(np.asarray(im.convert('RGB')))
+    except Image.DecompressionBombError as e:  # Not an OSError.
+      raise ValueError(f'{f}: image too large to decode ({e})') from e
     except OSError as e:  # PIL.UnidentifiedImageError and truncated files.
       raise ValueError(f'{f}: cannot decode image ({e})') from e
   return frames
@@ -106,8 +108,9 @@ def read_video(path: str | pathlib.Path) -> np.ndarray:
     uint8 [T, H, W, 3] RGB.
 
   Raises:
-    ValueError: missing path, undecodable file, no frames or frames of
-      different sizes (the message names the path).
+    ValueError: missing path, undecodable file, an image over PIL's
+      decompression-bomb limit, no frames or frames of different sizes (the
+      message names the path).
   """
   path = pathlib.Path(path)
   if not path.exists():
@@ -115,8 +118,11 @@ def read_video(path: str | pathlib.Path) -> np.ndarray:
   if path.is_dir():
     frames = _read_folder(path)
   elif path.suffix.lower() == '.gif':
+    from PIL import Image  # pylint: disable=g-import-not-at-top
     try:
       frames = _read_gif(path)
+    except Image.DecompressionBombError as e:  # Not an OSError.
+      raise ValueError(f'{path}: image too large to decode ({e})') from e
     except OSError as e:
       raise ValueError(f'{path}: cannot decode GIF ({e})') from e
   else:
