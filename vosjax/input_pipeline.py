@@ -10,11 +10,11 @@ Sources are random-access collections of whole sequences (`len(source)`,
 
   DavisFolderSource(root, split='train', *, year=2016, resolution='480p',
                     sequences=None, in_memory=False)
-      an extracted DAVIS folder (or one written by `datasets.synthetic`), read
+      an extracted DAVIS folder (or one written by `vosjax.data.synthetic`), read
       with `vosjax.davis_io`; 2016 masks become 0/1. Training reads only the
       clip's frames.
   TfdsSource(data_source, *, in_memory=False)
-      `builder.as_data_source(split)` of `datasets.davis2016` / `davis2017`.
+      `builder.as_data_source(split)` of `vosjax.data.davis_tfds.Davis2016` / `Davis2017`.
   ArraySource(records)
       records already in memory.
 
@@ -57,6 +57,7 @@ import numpy as np
 import cv2
 
 from vosjax import davis_io
+from vosjax.augment.crops import choose_crop
 
 
 class ArraySource:
@@ -185,41 +186,8 @@ def foreground(ids):
   return (ids > 0) & (ids != davis_io.VOID_LABEL)
 
 
-def choose_crop(first_mask, crop_size, rng, min_foreground=0.1):
-  """Top-left corner of a crop whose foreground fraction exceeds the minimum.
-
-  FC-I3D keeps a random crop only if the object covers more than 10% of it in
-  the first frame. Instead of retrying a bounded number of random crops, the
-  foreground of every crop position is counted at once (integral image) and
-  one position is drawn uniformly among the accepted ones: the distribution
-  of unbounded rejection sampling, at a fixed cost. When no position is
-  accepted (small or absent object) it falls back to the crop with the most
-  foreground (ties broken at random; with an empty mask, any crop).
-
-  Args:
-    first_mask: `[H, W]` bool foreground of the clip's first frame.
-    crop_size: `(h, w)` with h <= H, w <= W.
-    rng: `np.random.Generator`.
-    min_foreground: strict lower bound on the crop's foreground fraction.
-
-  Returns:
-    `(top, left)` ints.
-  """
-  h, w = crop_size
-  integral = np.pad(first_mask.astype(np.int64).cumsum(0).cumsum(1),
-                    ((1, 0), (1, 0)))
-  counts = (integral[h:, w:] - integral[:-h, w:] - integral[h:, :-w] +
-            integral[:-h, :-w])  # [H - h + 1, W - w + 1]
-  accepted = counts > min_foreground * h * w
-  if not accepted.any():
-    accepted = counts == counts.max()
-  positions = np.flatnonzero(accepted)
-  top, left = np.unravel_index(rng.choice(positions), counts.shape)
-  return int(top), int(left)
-
-
 def augment_clip(frames, ids, rng, *, crop_size, scale_range=(0.8, 1.25),
-                 flip=True, min_foreground=0.1):
+                 flip=True, min_foreground=0.1, rotation=0.0):
   """One random scale, crop and flip applied to every frame of a clip.
 
   Args:
@@ -231,11 +199,25 @@ def augment_clip(frames, ids, rng, *, crop_size, scale_range=(0.8, 1.25),
       in it (raised as needed so the crop fits).
     flip: flip horizontally with probability 1/2.
     min_foreground: see `choose_crop`.
+    rotation: if > 0, the clip is first rotated about its centre by an angle
+      drawn uniformly in [-rotation, rotation] degrees, uncovered corners
+      black and background (OSVOS-PyTorch's ScaleNRotate: cv2.warpAffine
+      with a constant zero border). At 0 nothing is drawn, so streams
+      without rotation are unchanged.
 
   Returns:
     frames `[T, h, w, 3]` uint8 and ids `[T, h, w]` uint8.
   """
   _, height, width, _ = frames.shape
+  if rotation > 0:
+    angle = rng.uniform(-rotation, rotation)
+    matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2),
+                                     angle, 1.0)
+    frames = np.stack([cv2.warpAffine(f, matrix, (width, height),
+                                      flags=cv2.INTER_LINEAR)
+                       for f in frames])
+    ids = np.stack([cv2.warpAffine(m, matrix, (width, height),
+                                   flags=cv2.INTER_NEAREST) for m in ids])
   ch, cw = crop_size
   scale = max(rng.uniform(*scale_range), ch / height, cw / width)
   new_h = max(ch, int(round(height * scale)))
@@ -272,7 +254,7 @@ def clip_indices(num_frames, rng, *, clip_length, stride=1):
 
 def make_dataset(source, *, global_batch_size, clip_length, crop_size, seed,
                  scale_range=(0.8, 1.25), flip=True, min_foreground=0.1,
-                 stride=1, num_epochs=None, process_index=None,
+                 rotation=0.0, stride=1, num_epochs=None, process_index=None,
                  process_count=None, num_threads=2, prefetch=4):
   """A grain `IterDataset` of augmented clip batches (module docstring).
 
@@ -287,7 +269,7 @@ def make_dataset(source, *, global_batch_size, clip_length, crop_size, seed,
     crop_size: int or `(h, w)`.
     seed: the whole stream (shuffle order, clip starts, augmentation) is a
       pure function of it.
-    scale_range, flip, min_foreground: see `augment_clip`.
+    scale_range, flip, min_foreground, rotation: see `augment_clip`.
     stride: temporal stride between clip frames.
     num_epochs: passes over the sequences; None repeats forever.
     process_index, process_count: default to `jax.process_index()` and
@@ -317,7 +299,8 @@ def make_dataset(source, *, global_batch_size, clip_length, crop_size, seed,
       frames, ids = record["frames"][frame_index], record["masks"][frame_index]
     frames, ids = augment_clip(frames, ids, rng, crop_size=crop_size,
                                scale_range=scale_range, flip=flip,
-                               min_foreground=min_foreground)
+                               min_foreground=min_foreground,
+                               rotation=rotation)
     return {"frames": frames.astype(np.float32) / 127.5 - 1.0,
             "labels": foreground(ids).astype(np.float32),
             "ids": ids,
@@ -335,6 +318,29 @@ def make_dataset(source, *, global_batch_size, clip_length, crop_size, seed,
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                             prefetch_buffer_size=prefetch))
   return ds.batch(global_batch_size // pc, drop_remainder=True)
+
+
+class KeepKeys:
+  """A checkpointable batch iterator keeping only the arrays a step consumes.
+
+  Dropping the rest (`ids`, `sequence`, `start`) keeps them off the device.
+  """
+
+  def __init__(self, iterator, keys):
+    self._it, self._keys = iterator, tuple(keys)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = next(self._it)
+    return {k: batch[k] for k in self._keys}
+
+  def get_state(self):
+    return self._it.get_state()
+
+  def set_state(self, state):
+    self._it.set_state(state)
 
 
 def shard_batch(batch, mesh, axis="data"):

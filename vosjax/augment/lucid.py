@@ -1,35 +1,49 @@
 """Lucid data dreaming: a training clip hallucinated from one annotated frame.
 
-Khoreva et al., "Lucid Data Dreaming for Video Object Segmentation" (IJCV
-2019 / arXiv 1703.09554, 2017), Sec. 3: from the first frame and its mask,
-each synthetic frame is made by
+Khoreva, Benenson, Ilg, Brox, Schiele, "Lucid Data Dreaming for Video Object
+Segmentation" (IJCV 2019), Sec. 3, and its released MATLAB code
+(github.com/ankhoreva/LucidDataDreaming: lucid_dream.m, src/*.m). From the
+first frame and its mask:
 
-  1. cutting out the foreground object(s) and inpainting the background,
-  2. perturbing background and each object independently: affine (rotation,
-     scale, translation), non-rigid (a smooth deformation; the paper uses
-     thin-plate splines; here a smooth random divergence-free displacement
-     field, the curl of a bicubically upsampled coarse stream function, does
-     the same job and keeps the object's area) and illumination
-     (per-channel gain and offset),
-  3. pasting the objects back over the background with a blurred (soft) alpha
-     edge so no cut-out seam is learnt.
+  1. the objects are cut out and the hole is filled by exemplar-based
+     inpainting (the code: patch_inpaint.m, CSH patch matching, on the mask
+     dilated by a disk of radius 7); here OpenCV contrib's
+     `xphoto.inpaint(..., INPAINT_SHIFTMAP)` (copies shifted background
+     pixels, so the hole keeps the surrounding texture),
+  2. the background (the camera) and every object follow their own smooth
+     trajectory: affine steps (translation, rotation, scale) whose velocity
+     has momentum, the object's non-rigid thin-plate-spline deformation
+     (spline_transform_multi.m: 5 boundary points moved by up to 5% of the
+     object's box) evolving over time, and an illumination change in HSV
+     (change_illumination.m) for the background and each object separately,
+     eased in from the identity,
+  3. the objects are pasted back over the background in a fixed depth order
+     (increasing id, a higher id occludes a lower one) by Poisson blending
+     (the code: SeamlessClone_trimap.m; here a sparse solve of the same
+     equation, see `_poisson_paste`).
 
-The masks go through exactly the same warps with nearest-neighbour sampling,
-so every pixel keeps an input id. Objects are composited in increasing id
-order (a fixed depth order: a higher id occludes a lower one). The paper's
-released code only flipped and noised the first frame; this implements the
-method the paper describes.
+The code dreams a pair of frames; a clip here is a trajectory of K frames
+whose per-frame object motion matches real DAVIS motion (see `DreamConfig`).
+Masks go through exactly the same warps with nearest-neighbour sampling, and
+Poisson blending only changes pixels inside the pasted object's mask, so the
+masks are exactly the pasted objects' pixels.
 
 `dream_frames` gives the full-resolution clip (frame 0 is the input);
 `dream_clip` adds the clip-consistent crop and horizontal flip used for
-training. All randomness comes from `numpy.random.default_rng(seed)`, drawn
-in a fixed order, so a seed gives the same clip on every machine.
+training; `contact_sheet` draws clips for people. All randomness comes from
+`numpy.random.default_rng(seed)`, drawn in a fixed order.
 """
 
+import collections
 import dataclasses
+import hashlib
 
 import cv2
 import numpy as np
+from scipy import sparse
+from scipy.sparse import linalg as sparse_linalg
+
+from vosjax.augment import crops
 
 # cv2 spawns its own thread pool per call; the callers already parallelise
 # over sequences, and the shared CPUs are few.
@@ -38,39 +52,87 @@ cv2.setNumThreads(1)
 
 @dataclasses.dataclass(frozen=True)
 class DreamConfig:
-  """Ranges of the random perturbations (uniform unless said otherwise).
+  """Motion, deformation, appearance and inpainting settings.
+
+  Distances are in pixels of a 480-line frame and are scaled by
+  min(H, W) / 480 for other sizes. A per-axis velocity with momentum rho is
+  v_k = rho v_{k-1} + sqrt(1 - rho^2) sigma eps_k (stationary std sigma,
+  v_0 drawn from the stationary law), so consecutive steps are correlated.
 
   Attributes:
-    bg_rotation: max |rotation| of the background, degrees.
-    bg_scale: (min, max) isotropic scale of the background.
-    bg_translation: max |shift| of the background, fraction of (W, H).
-    fg_rotation: max |rotation| of each object about its centroid, degrees.
-    fg_scale: (min, max) isotropic scale of each object about its centroid.
-    fg_translation: max |shift| of each object, fraction of (W, H).
-    elastic_grid: control points per side of the non-rigid displacement field.
-    elastic_amplitude: typical non-rigid displacement, as a fraction of the
-      object's bounding-box size (sqrt(w * h)); the field is divergence-free
-      (area-preserving) and clipped to 3x this.
-    gain: (min, max) per-channel multiplicative colour gain.
-    brightness: max |additive brightness shift|, in [0, 255] units.
-    alpha_blur: std (pixels) of the Gaussian that softens the alpha edge.
-    inpaint_dilation: pixels the object region is grown by before inpainting,
-      so the object's anti-aliased rim is not smeared into the background.
-    inpaint_radius: cv2.inpaint neighbourhood radius (pixels).
+    speed_medians: median per-frame object centroid steps (pixels) to draw
+      each clip's speed from, uniformly. Measured on the ground-truth masks
+      of the 9 DAVIS 2016 train sequences present, one per sequence
+      (benchmarks/measure_lucid.py motion): bear 1.58, bmx-bumps 14.05,
+      dog-agility 23.27, drift-turn 10.79, mallard-fly 18.73, motorbike
+      8.41, rollerblade 19.89, surf 11.92, tennis 9.20 (pooled over all
+      steps: median 11.5, 90th percentile 27.6).
+    speed_jitter: the drawn speed is multiplied by exp(this * N(0, 1)), so
+      clips do not repeat 9 speeds exactly (an assumption).
+    momentum: rho of every velocity (translation, rotation, scale).
+    bg_speed_ratio: the camera's (background's) translation speed relative
+      to the clip's object speed, drawn per clip uniformly in [0, this]
+      (assumption: DAVIS has no background annotation to measure).
+    rotation_step: per-frame object rotation std, degrees (the code,
+      augment_background.m, draws up to +-3 degrees per frame pair for the
+      background; an assumption for objects).
+    bg_rotation_step: per-frame camera rotation std, degrees.
+    scale_step: per-frame std of the object's log scale. Measured on the
+      same 9 train sequences: median |log sqrt(area) step| 0.013, which is
+      0.6745 sigma for a Gaussian, so sigma = 0.019.
+    bg_scale_step: per-frame std of the camera's log zoom.
+    max_scale: the object's accumulated scale stays in [1/this, this].
+    tps_points: moving control points on the object boundary (the code: 5).
+    tps_amplitude: their largest displacement, fraction of the object box
+      (the code: 0.05 of its height / width).
+    hsv_power: S and V are raised to a power in [1 - this, 1 + this]
+      (change_illumination.m: 0.8..1.2),
+    hsv_gain: then multiplied by [1 - this, 1 + this] (0.97..1.03),
+    hsv_offset: then shifted by [-this, this] (in [0, 1] units, +-0.05).
+    hsv_ramp: (min, max) frames over which each entity's illumination eases
+      from the identity (frame 0) to its drawn target.
+    blend: "poisson" (Poisson blending, as the code) or "hard" (paste).
+    inpaint: "shiftmap" (xphoto, exemplar-based) or "telea" (smooth
+      diffusion, fast; leaves a smooth, learnable ghost of the object).
+    inpaint_dilation: the hole is the objects grown by a disk of this radius
+      (the code: strel('disk', 7)) so their anti-aliased rim is removed.
+    inpaint_scale: shift-map runs at 1/this resolution (full resolution
+      takes 30-50 s per 480p frame; 1/2 keeps most texture, see
+      benchmarks/measure_lucid.py inpaint).
+    inpaint_margin: shift-map sees the hole's box grown by this fraction of
+      its larger side on each side (the source of exemplars).
   """
-  bg_rotation: float = 5.0
-  bg_scale: tuple = (0.95, 1.05)
-  bg_translation: float = 0.03
-  fg_rotation: float = 15.0
-  fg_scale: tuple = (0.85, 1.15)
-  fg_translation: float = 0.08
-  elastic_grid: int = 5
-  elastic_amplitude: float = 0.02
-  gain: tuple = (0.9, 1.1)
-  brightness: float = 15.0
-  alpha_blur: float = 1.5
+  speed_medians: tuple = (1.58, 14.05, 23.27, 10.79, 18.73, 8.41, 19.89,
+                          11.92, 9.20)
+  speed_jitter: float = 0.2
+  momentum: float = 0.8
+  bg_speed_ratio: float = 1.0
+  rotation_step: float = 1.0
+  bg_rotation_step: float = 0.3
+  scale_step: float = 0.019
+  bg_scale_step: float = 0.005
+  max_scale: float = 1.6
+  tps_points: int = 5
+  tps_amplitude: float = 0.05
+  hsv_power: float = 0.2
+  hsv_gain: float = 0.03
+  hsv_offset: float = 0.05
+  hsv_ramp: tuple = (4, 16)
+  blend: str = "poisson"
+  inpaint: str = "shiftmap"
   inpaint_dilation: int = 7
-  inpaint_radius: int = 5
+  inpaint_scale: int = 2
+  inpaint_margin: float = 0.5
+
+
+def hole_mask(mask, config=DreamConfig()):
+  """`[H, W]` uint8 {0, 1}: the objects grown by `config.inpaint_dilation`."""
+  hole = (np.asarray(mask) > 0).astype(np.uint8)
+  d = config.inpaint_dilation
+  if d > 0 and hole.any():
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * d + 1,) * 2)
+    hole = cv2.dilate(hole, disk)
+  return hole
 
 
 def inpaint_background(frame, mask, config=DreamConfig()):
@@ -79,115 +141,347 @@ def inpaint_background(frame, mask, config=DreamConfig()):
   Args:
     frame: `[H, W, 3]` uint8 RGB.
     mask: `[H, W]` uint8 ids, 0 background.
-    config: `DreamConfig` (uses `inpaint_dilation`, `inpaint_radius`).
+    config: `DreamConfig` (uses the `inpaint*` fields).
 
   Returns:
-    `[H, W, 3]` uint8: `frame` with the (dilated) object region filled by
-    cv2.inpaint (Telea). Large holes are inpainted at reduced resolution (the
-    fill is smooth anyway) and pasted into the hole only, which keeps the
-    cost of a 480p frame to a few tens of milliseconds.
+    `[H, W, 3]` uint8: `frame` outside `hole_mask`, the fill inside. With
+    "shiftmap" the fill is computed on the hole's box grown by
+    `inpaint_margin` at 1/`inpaint_scale` resolution and upsampled bicubically.
   """
-  hole = (mask > 0).astype(np.uint8)
+  if config.inpaint not in ("shiftmap", "telea"):
+    raise ValueError(f"DreamConfig.inpaint must be 'shiftmap' or 'telea', "
+                     f"got {config.inpaint!r}")
+  hole = hole_mask(mask, config)
   if not hole.any():
     return frame.copy()
-  d = config.inpaint_dilation
-  if d > 0:
-    hole = cv2.dilate(hole, np.ones((2 * d + 1, 2 * d + 1), np.uint8))
+  if config.inpaint == "telea":
+    return cv2.inpaint(frame, hole, 5, cv2.INPAINT_TELEA)
   h, w = hole.shape
-  # Telea's cost grows with the hole area; a 4x smaller image is 16x cheaper.
-  factor = max(1, int(np.sqrt(hole.sum() / 4000.0)))
-  factor = min(factor, 4)
-  if factor == 1:
-    return cv2.inpaint(frame, hole, config.inpaint_radius, cv2.INPAINT_TELEA)
-  small = cv2.resize(frame, (w // factor, h // factor),
-                     interpolation=cv2.INTER_AREA)
-  # Area averaging then > 0: a small pixel is in the hole if any of the
-  # pixels it covers is, so the hole never shrinks.
-  small_hole = cv2.resize(hole.astype(np.float32), (w // factor, h // factor),
-                          interpolation=cv2.INTER_AREA)
-  small_hole = (small_hole > 0).astype(np.uint8)
-  small = cv2.inpaint(small, small_hole, config.inpaint_radius,
-                      cv2.INPAINT_TELEA)
-  fill = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-  return np.where(hole[..., None] > 0, fill, frame)
+  ys, xs = np.nonzero(hole)
+  m = int(config.inpaint_margin * max(np.ptp(ys), np.ptp(xs)))
+  y0, y1 = max(0, ys.min() - m), min(h, ys.max() + m + 1)
+  x0, x1 = max(0, xs.min() - m), min(w, xs.max() + m + 1)
+  crop, crop_hole = frame[y0:y1, x0:x1], hole[y0:y1, x0:x1]
+  s = max(1, int(config.inpaint_scale))
+  size = (max(1, (x1 - x0) // s), max(1, (y1 - y0) // s))
+  small = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+  # Area averaging then > 0: a small pixel is in the hole if any pixel it
+  # covers is, so no object pixel leaks into the exemplars.
+  small_hole = cv2.resize(crop_hole.astype(np.float32), size,
+                          interpolation=cv2.INTER_AREA) > 0
+  if small_hole.all():  # Nothing to copy from: fall back to diffusion.
+    return cv2.inpaint(frame, hole, 5, cv2.INPAINT_TELEA)
+  filled = np.zeros_like(small)
+  # xphoto's mask marks the known pixels (non-zero), not the hole.
+  cv2.xphoto.inpaint(small, np.where(small_hole, 0, 255).astype(np.uint8),
+                     filled, cv2.xphoto.INPAINT_SHIFTMAP)
+  fill = cv2.resize(filled, (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC)
+  out = frame.copy()
+  out[y0:y1, x0:x1] = np.where(crop_hole[..., None] > 0, fill, crop)
+  return out
 
 
-def _affine(center, angle, scale, shift):
-  """2x3 matrix: rotate/scale about `center`, then translate by `shift`."""
+_CACHE = collections.OrderedDict()
+
+
+def _cached_background(frame, mask, config):
+  """`inpaint_background`, memoised on the bytes of its inputs (4 entries).
+
+  Callers dream several clips from one first frame; the fill is the slow
+  part and depends on nothing random.
+  """
+  key = hashlib.blake2b(frame.tobytes() + mask.tobytes() + repr(
+      (frame.shape, config.inpaint, config.inpaint_dilation,
+       config.inpaint_scale, config.inpaint_margin)).encode()).hexdigest()
+  if key not in _CACHE:
+    _CACHE[key] = inpaint_background(frame, mask, config)
+    while len(_CACHE) > 4:
+      _CACHE.popitem(last=False)
+  _CACHE.move_to_end(key)
+  return _CACHE[key]
+
+
+def tps_fit(points, values):
+  """Thin-plate spline through `values` at `points` (Bookstein 1989).
+
+  f(x) = a0 + a1 x + a2 y + sum_i w_i U(|x - p_i|), U(r) = r^2 log r^2,
+  with sum w_i = 0 and sum w_i p_i = 0.
+
+  Args:
+    points: `[n, 2]` float control points (n >= 3, not collinear).
+    values: `[n, c]` float values at the points.
+
+  Returns:
+    (points, weights `[n, c]`, affine `[3, c]`) for `tps_eval`.
+  """
+  points = np.asarray(points, np.float64)
+  n = len(points)
+  k = _tps_kernel(points, points)
+  p = np.concatenate([np.ones((n, 1)), points], 1)
+  system = np.zeros((n + 3, n + 3))
+  system[:n, :n], system[:n, n:], system[n:, :n] = k, p, p.T
+  rhs = np.zeros((n + 3, values.shape[1]))
+  rhs[:n] = values
+  sol = np.linalg.lstsq(system, rhs, rcond=None)[0]
+  return points, sol[:n], sol[n:]
+
+
+def _tps_kernel(a, b):
+  d2 = ((a[:, None, :] - b[None, :, :])**2).sum(-1)
+  return np.where(d2 > 0, d2 * np.log(np.maximum(d2, 1e-300)), 0.0)
+
+
+def tps_eval(spline, x):
+  """Values `[m, c]` of a `tps_fit` spline at `x` `[m, 2]`."""
+  points, weights, affine = spline
+  x = np.asarray(x, np.float64)
+  return (_tps_kernel(x, points) @ weights + affine[0] + x @ affine[1:])
+
+
+class _Walk:
+  """A vector whose velocity has momentum: smooth, correlated steps."""
+
+  def __init__(self, rng, sigma, momentum):
+    self.sigma = np.asarray(sigma, np.float64)
+    self.rho = momentum
+    self.value = np.zeros_like(self.sigma)
+    self.velocity = rng.normal(size=self.sigma.shape) * self.sigma
+
+  def step(self, rng):
+    noise = rng.normal(size=self.sigma.shape)
+    self.velocity = (self.rho * self.velocity +
+                     np.sqrt(1 - self.rho**2) * self.sigma * noise)
+    self.value = self.value + self.velocity
+    return self.value
+
+
+def _hsv_target(rng, config):
+  """(power, gain, offset) for S and V, `[2, 3]`, ranges of the code."""
+  return np.stack([
+      np.stack([rng.uniform(1 - config.hsv_power, 1 + config.hsv_power),
+                rng.uniform(1 - config.hsv_gain, 1 + config.hsv_gain),
+                rng.uniform(-config.hsv_offset, config.hsv_offset)])
+      for _ in range(2)])
+
+
+def _hsv_lut(params):
+  """`[1, 256, 3]` uint8 LUT on OpenCV HSV: H kept, S and V remapped."""
+  x = np.arange(256) / 255.0
+  lut = [np.arange(256.0)]
+  for power, gain, offset in params:
+    lut.append(np.clip(gain * x**power + offset, 0, 1) * 255)
+  return np.clip(np.rint(np.stack(lut, -1)), 0, 255).astype(np.uint8)[None]
+
+
+def _illuminate(rgb, params):
+  """`rgb` with S and V remapped by `params` (`[2, 3]`) in OpenCV HSV."""
+  if np.allclose(params, [[1.0, 1.0, 0.0]] * 2):
+    return rgb  # The uint8 HSV round trip is lossy; skip it when idle.
+  hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+  return cv2.cvtColor(cv2.LUT(hsv, _hsv_lut(params)), cv2.COLOR_HSV2RGB)
+
+
+class _Illumination:
+  """HSV parameters eased (cosine) from the identity to a drawn target."""
+
+  def __init__(self, rng, config):
+    self.target = _hsv_target(rng, config)
+    self.ramp = rng.uniform(*config.hsv_ramp)
+
+  def at(self, k):
+    t = 0.5 - 0.5 * np.cos(np.pi * min(1.0, k / self.ramp))
+    identity = np.array([[1.0, 1.0, 0.0]] * 2)
+    return identity + t * (self.target - identity)
+
+
+def _affine(center, angle, log_scale, shift):
+  """2x3 forward matrix: rotate/scale about `center`, then translate."""
   m = cv2.getRotationMatrix2D((float(center[0]), float(center[1])),
-                              float(angle), float(scale))
+                              float(angle), float(np.exp(log_scale)))
   m[:, 2] += shift
   return m
 
 
-def _paste_object(out, out_mask, frame, alpha, obj_id, matrix, corners,
-                  coarse, amp, blur, colour_lut):
-  """Warps one object and composites it over `out`/`out_mask` in place.
+def _membrane(values, inside):
+  """Harmonic interpolation into `inside` of `values` around it.
 
-  Only the output region the object can reach is touched: the forward image
-  of its bounding box, grown by the largest elastic displacement (the field
-  is clipped to 3 std) and the alpha blur. That keeps a 480p frame's cost
-  proportional to the object, not the frame.
+  Solves the 4-neighbour Laplace equation on the pixels of `inside` with
+  Dirichlet data `values` at their outside neighbours (neighbours beyond
+  the image edge are left out: a free boundary), by a sparse direct solve.
 
-  The warp is backward: output pixel p samples the source at
-  A^-1 (p + d(p)), d a smooth divergence-free field of about `amp` pixels
-  built from the coarse `[g, g]` unit-normal stream-function grid.
+  Args:
+    values: `[h, w, c]` float.
+    inside: `[h, w]` bool.
+
+  Returns:
+    `[h, w, c]` float: `values` outside, the harmonic fill inside.
   """
-  h, w = out_mask.shape
-  fwd = corners @ matrix[:, :2].T + matrix[:, 2]
-  margin = 3.0 * amp + 3.0 * blur + 2.0
-  x0 = int(max(0, np.floor(fwd[:, 0].min() - margin)))
-  y0 = int(max(0, np.floor(fwd[:, 1].min() - margin)))
-  x1 = int(min(w, np.ceil(fwd[:, 0].max() + margin)))
-  y1 = int(min(h, np.ceil(fwd[:, 1].max() + margin)))
-  if x1 <= x0 or y1 <= y0:
-    return  # Moved out of view.
-  rw, rh = x1 - x0, y1 - y0
-  # Divergence-free field: the rotated gradient of a smooth random stream
-  # function psi (bicubic upsampling of a coarse grid). Its Jacobian has
-  # trace 0, so it bends the object without changing its area to first
-  # order; the area then follows the affine scale alone.
-  g = coarse.shape[0]
-  cell = np.sqrt(rw * rh) / max(g - 1, 1)
-  psi = cv2.resize(coarse.astype(np.float32) * np.float32(amp * cell),
-                   (rw, rh), interpolation=cv2.INTER_CUBIC)
-  dpsi_dy, dpsi_dx = np.gradient(psi)
-  lim = np.float32(3.0 * amp)
-  xs = np.arange(x0, x1, dtype=np.float32)[None, :]
-  ys = np.arange(y0, y1, dtype=np.float32)[:, None]
-  px = np.clip(dpsi_dy, -lim, lim, out=dpsi_dy)
-  px += xs
-  py = np.clip(dpsi_dx, -lim, lim, out=dpsi_dx)
-  np.subtract(ys, py, out=py)
-  inv = cv2.invertAffineTransform(matrix).astype(np.float32)
-  map_x = inv[0, 0] * px + inv[0, 1] * py + inv[0, 2]
-  map_y = inv[1, 0] * px + inv[1, 1] * py + inv[1, 2]
-  hard = cv2.remap(alpha, map_x, map_y, cv2.INTER_NEAREST,
-                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-  rgb = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR,
-                  borderMode=cv2.BORDER_REPLICATE)
-  rgb = cv2.LUT(rgb, colour_lut).astype(np.float32)
-  # The label is the hard warped alpha; the image uses its blur, which is
-  # 0.5 on the label boundary, so image and mask agree there.
-  soft = hard.astype(np.float32)
-  if blur > 0:
-    soft = cv2.GaussianBlur(soft, (0, 0), blur)
-  region = out[y0:y1, x0:x1].astype(np.float32)
-  region += soft[..., None] * (rgb - region)
-  out[y0:y1, x0:x1] = np.clip(np.rint(region), 0, 255)
-  out_mask[y0:y1, x0:x1][hard > 0] = obj_id
+  h, w = inside.shape
+  n = int(inside.sum())
+  out = values.astype(np.float64).copy()
+  if n == 0:
+    return out
+  index = -np.ones((h, w), np.int64)
+  index[inside] = np.arange(n)
+  ys, xs = np.nonzero(inside)
+  # A tiny diagonal term keeps a region without any Dirichlet neighbour
+  # solvable (its fill then stays 0: the patch is pasted unchanged).
+  diag = np.full(n, 1e-9)
+  rows, cols = [], []
+  rhs = np.zeros((n, values.shape[-1]))
+  for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+    yy, xx = ys + dy, xs + dx
+    ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+    diag += ok
+    p, yy, xx = np.nonzero(ok)[0], yy[ok], xx[ok]
+    q = index[yy, xx]
+    rows.append(p[q >= 0])
+    cols.append(q[q >= 0])
+    np.add.at(rhs, p[q < 0], values[yy[q < 0], xx[q < 0]])
+  rows = np.concatenate([np.arange(n)] + rows)
+  cols = np.concatenate([np.arange(n)] + cols)
+  vals = np.concatenate([diag, -np.ones(len(rows) - n)])
+  a = sparse.csc_matrix((vals, (rows, cols)), shape=(n, n))
+  out[inside] = sparse_linalg.splu(a).solve(rhs)
+  return out
 
 
-def _colour(rng, config):
-  """Per-channel gain, brightness offset and their uint8 lookup table."""
-  gain = rng.uniform(*config.gain, size=3)
-  offset = rng.uniform(-config.brightness, config.brightness)
-  values = np.arange(256, dtype=np.float64)[:, None] * gain + offset
-  lut = np.clip(np.rint(values), 0, 255).astype(np.uint8)[None]  # [1,256,3]
-  return gain, offset, lut
+def _poisson_paste(region, patch, hard):
+  """`patch` Poisson-blended into `region` inside `hard`; outside unchanged.
+
+  Poisson blending (Perez et al. 2003; the code's SeamlessClone_trimap.m)
+  finds f whose Laplacian equals the patch's inside the mask, with f equal
+  to `region` around it; so f = patch + c, c harmonic inside the mask with
+  c = region - patch around it. c is smooth, so it is solved on a grid of
+  at most 64 pixels a side and upsampled. (cv2.seamlessClone is not used:
+  in OpenCV 5.0.0 its output varies between identical calls, and at full
+  resolution it takes ~0.2 s per 480p object.) Only pixels inside `hard`
+  change, so the label stays exact.
+
+  Args:
+    region, patch: `[h, w, 3]` uint8.
+    hard: `[h, w]` uint8 {0, 1}.
+
+  Returns:
+    `[h, w, 3]` uint8.
+  """
+  h, w = hard.shape
+  s = max(1, -(-max(h, w) // 64))
+  size = (max(1, w // s), max(1, h // s))
+  small = [cv2.resize(a, size, interpolation=cv2.INTER_AREA).astype(
+      np.float32) for a in (region, patch)]
+  inside = cv2.resize(hard, size, interpolation=cv2.INTER_NEAREST) > 0
+  membrane = _membrane(small[0] - small[1], inside).astype(np.float32)
+  if s > 1:
+    membrane = cv2.resize(membrane, (w, h), interpolation=cv2.INTER_LINEAR)
+  out = np.clip(np.rint(patch + membrane), 0, 255).astype(np.uint8)
+  return np.where(hard[..., None] > 0, out, region)
 
 
-def dream_frames(frame, mask, *, num_frames=16, seed=0, config=DreamConfig()):
+class _Object:
+  """One object's cut-out and its trajectory (affine, TPS, illumination)."""
+
+  def __init__(self, rng, mask, obj_id, speed, config):
+    ys, xs = np.nonzero(mask == obj_id)
+    self.id = obj_id
+    self.alpha = (mask == obj_id).astype(np.uint8)
+    self.centroid = np.array([xs.mean(), ys.mean()])
+    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    self.corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]],
+                            np.float64)
+    box = np.array([x1 - x0, y1 - y0], np.float64)
+    # Per-axis velocity std whose 2-D step has median `speed`: the norm of
+    # a 2-D isotropic Gaussian is Rayleigh, median sigma sqrt(2 ln 2).
+    sigma_t = speed / np.sqrt(2 * np.log(2))
+    self.motion = _Walk(rng, [sigma_t, sigma_t, config.rotation_step,
+                              config.scale_step], config.momentum)
+    # TPS: `tps_points` boundary points that move (spline_transform_multi.m)
+    # and the 4 corners of the box grown by 10%, fixed, so the spline bends
+    # the object rather than shifting or scaling it as a whole.
+    contours, _ = cv2.findContours(self.alpha, cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_NONE)
+    boundary = np.concatenate([c[:, 0] for c in contours]).astype(np.float64)
+    picks = rng.choice(len(boundary), size=config.tps_points,
+                       replace=len(boundary) < config.tps_points)
+    grow = 0.1 * box
+    anchors = self.corners + np.array([[-1, -1], [1, -1], [-1, 1], [1, 1]]
+                                      ) * grow
+    self.tps_points = np.concatenate([boundary[picks], anchors])
+    self.tps_limit = config.tps_amplitude * np.tile(box, (config.tps_points,
+                                                          1))
+    self.tps = _Walk(rng, self.tps_limit / 4, config.momentum)
+    self.light = _Illumination(rng, config)
+    self.max_log_scale = np.log(config.max_scale)
+
+  def advance(self, rng):
+    """One frame: (forward 2x3 affine, `[n, 2]` TPS displacements)."""
+    value = self.motion.step(rng)
+    # The centroid bounces off the frame edges, so the object stays in view
+    # (a real camera follows its object) without changing the step sizes.
+    h, w = self.alpha.shape
+    for axis, size in ((0, w), (1, h)):
+      pos = self.centroid[axis] + value[axis]
+      if not 0 <= pos <= size - 1:
+        edge = min(max(pos, 0), size - 1)
+        value[axis] += 2 * (edge - pos)
+        self.motion.velocity[axis] *= -1
+    # Reflect at the scale bound so the scale stays plausible.
+    if abs(value[3]) > self.max_log_scale:
+      value[3] = np.sign(value[3]) * self.max_log_scale
+      self.motion.velocity[3] *= -1
+    disp = self.tps.step(rng)
+    over = np.abs(disp) > self.tps_limit
+    disp[over] = np.sign(disp[over]) * self.tps_limit[over]
+    self.tps.velocity[over] *= -1
+    return _affine(self.centroid, value[2], value[3], value[:2]), disp
+
+  def paste(self, out, out_mask, frame, matrix, disp, k, config):
+    """Warps the object into frame k and composites it in place."""
+    h, w = out_mask.shape
+    fwd = self.corners @ matrix[:, :2].T + matrix[:, 2]
+    margin = np.abs(disp).max() * np.exp(self.max_log_scale) + 3.0
+    x0 = int(max(0, np.floor(fwd[:, 0].min() - margin)))
+    y0 = int(max(0, np.floor(fwd[:, 1].min() - margin)))
+    x1 = int(min(w, np.ceil(fwd[:, 0].max() + margin)))
+    y1 = int(min(h, np.ceil(fwd[:, 1].max() + margin)))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+      return None  # Moved out of view.
+    inv = cv2.invertAffineTransform(matrix).astype(np.float32)
+    xs = np.arange(x0, x1, dtype=np.float32)[None, :]
+    ys = np.arange(y0, y1, dtype=np.float32)[:, None]
+    # Backward map: output p -> canonical q = A^-1 p -> source q + t(q),
+    # t the TPS of the control displacements. t is smooth, so it is
+    # evaluated on a 4-pixel grid and upsampled.
+    map_x = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]
+    map_y = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
+    coarse = (map_x[::4, ::4], map_y[::4, ::4])
+    if np.abs(disp).max() > 0:
+      spline = tps_fit(self.tps_points, np.concatenate(
+          [disp, np.zeros((4, 2))]))
+      q = np.stack([c.ravel() for c in coarse], -1)
+      t = tps_eval(spline, q).astype(np.float32).reshape(
+          coarse[0].shape + (2,))
+      t = cv2.resize(t, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+      map_x += t[..., 0]
+      map_y += t[..., 1]
+    hard = cv2.remap(self.alpha, map_x, map_y, cv2.INTER_NEAREST,
+                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if not hard.any():
+      return None
+    rgb = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)
+    rgb = _illuminate(rgb, self.light.at(k))
+    region = out[y0:y1, x0:x1]
+    if config.blend == "poisson":
+      out[y0:y1, x0:x1] = _poisson_paste(region, rgb, hard)
+    else:
+      out[y0:y1, x0:x1] = np.where(hard[..., None] > 0, rgb, region)
+    out_mask[y0:y1, x0:x1][hard > 0] = self.id
+    return (x0, y0, x1, y1)
+
+
+def dream_frames(frame, mask, *, num_frames=16, seed=0, config=DreamConfig(),
+                 background=None):
   """A full-resolution dreamed clip; frame 0 is the input, unchanged.
 
   Args:
@@ -197,17 +491,23 @@ def dream_frames(frame, mask, *, num_frames=16, seed=0, config=DreamConfig()):
       to ids first (`davis_io.to_object_ids(raw, 2016)`).
     num_frames: K, frames in the clip (>= 1).
     seed: integer seed; the clip is a deterministic function of it.
-    config: `DreamConfig` perturbation ranges.
+    config: `DreamConfig`.
+    background: optional `[H, W, 3]` uint8 `inpaint_background(frame, mask,
+      config)`; computed (and memoised) when None.
 
   Returns:
     frames: `[K, H, W, 3]` uint8.
     masks: `[K, H, W]` uint8, values in the input ids and 0.
-    info: dict with the sampled parameters, for checks:
+    info: dict with the sampled trajectory, for checks:
       'ids': object ids in depth order (back to front), list of int;
-      'background': list (length K - 1, frames 1..K-1) of dicts with
-        'matrix' (2x3 float64 forward affine), 'angle', 'scale', 'shift';
-      'objects': list (length K - 1) of dicts id -> dict with 'matrix',
-        'angle', 'scale', 'shift', 'gain', 'offset', 'elastic_px'.
+      'speed': the clip's median object step, pixels;
+      'background': list (frames 1..K-1) of dicts with 'matrix' (2x3
+        forward affine about the frame centre) and 'hsv' (`[2, 3]` power,
+        gain, offset of S and V);
+      'objects': list (frames 1..K-1) of dicts id -> dict with 'matrix'
+        (2x3 forward affine about the object's frame-0 centroid), 'tps'
+        (`[n, 2]` control displacements, pixels), 'hsv', 'box' (x0, y0, x1,
+        y1 of the pasted region, or None when out of view).
   """
   frame = np.asarray(frame)
   mask = np.asarray(mask)
@@ -219,93 +519,48 @@ def dream_frames(frame, mask, *, num_frames=16, seed=0, config=DreamConfig()):
                      f"{frame.shape[:2]}")
   if num_frames < 1:
     raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+  if config.blend not in ("poisson", "hard"):
+    raise ValueError(f"DreamConfig.blend must be 'poisson' or 'hard', got "
+                     f"{config.blend!r}")
   mask = np.where(mask == 255, 0, mask).astype(np.uint8)
   h, w = mask.shape
+  if background is None:
+    background = _cached_background(frame, mask, config)
   rng = np.random.default_rng(seed)
+  unit = min(h, w) / 480.0  # DAVIS 480p pixels -> this frame's pixels.
+  speed = (config.speed_medians[rng.integers(len(config.speed_medians))] *
+           unit * np.exp(config.speed_jitter * rng.normal()))
+  bg_sigma = rng.uniform(0, config.bg_speed_ratio) * speed / np.sqrt(
+      2 * np.log(2))
+  camera = _Walk(rng, [bg_sigma, bg_sigma, config.bg_rotation_step,
+                       config.bg_scale_step], config.momentum)
+  bg_light = _Illumination(rng, config)
   ids = [int(i) for i in np.unique(mask) if i != 0]
-  background = inpaint_background(frame, mask, config)
-
-  objects = {}
-  for i in ids:
-    ys, xs = np.nonzero(mask == i)
-    objects[i] = dict(
-        centroid=np.array([xs.mean(), ys.mean()]),
-        size=float(np.sqrt((np.ptp(xs) + 1) * (np.ptp(ys) + 1))),
-        corners=np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.min()],
-                          [xs.min(), ys.max() + 1],
-                          [xs.max() + 1, ys.max() + 1]], np.float64),
-        alpha=(mask == i).astype(np.uint8))
+  objects = [_Object(rng, mask, i, speed, config) for i in ids]
 
   frames = np.empty((num_frames, h, w, 3), np.uint8)
   masks = np.zeros((num_frames, h, w), np.uint8)
   frames[0] = frame
   masks[0] = mask
-  info = dict(ids=ids, background=[], objects=[])
+  info = dict(ids=ids, speed=speed, background=[], objects=[])
   for k in range(1, num_frames):
-    angle = rng.uniform(-config.bg_rotation, config.bg_rotation)
-    scale = rng.uniform(*config.bg_scale)
-    shift = rng.uniform(-1, 1, size=2) * config.bg_translation * np.array(
-        [w, h])
-    m_bg = _affine((w / 2, h / 2), angle, scale, shift)
-    gain, offset, lut = _colour(rng, config)
-    # Colour changes go through uint8 lookup tables: no full-frame floats.
-    cv2.LUT(cv2.warpAffine(background, m_bg, (w, h), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REFLECT_101), lut,
-            dst=frames[k])
-    info["background"].append(dict(matrix=m_bg, angle=angle, scale=scale,
-                                   shift=shift, gain=gain, offset=offset))
+    tx, ty, angle, log_scale = camera.step(rng)
+    m_bg = _affine((w / 2, h / 2), angle, log_scale, (tx, ty))
+    # Mirrored borders, as the code's padarray(..., 'symmetric')
+    # (augment_background.m).
+    warped = cv2.warpAffine(background, m_bg, (w, h), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REFLECT_101)
+    hsv = bg_light.at(k)
+    frames[k] = _illuminate(warped, hsv)
+    info["background"].append(dict(matrix=m_bg, hsv=hsv))
     per_object = {}
-    for i in ids:
-      obj = objects[i]
-      o_angle = rng.uniform(-config.fg_rotation, config.fg_rotation)
-      o_scale = rng.uniform(*config.fg_scale)
-      o_shift = rng.uniform(-1, 1, size=2) * config.fg_translation * np.array(
-          [w, h])
-      m = _affine(obj["centroid"], o_angle, o_scale, o_shift)
-      o_gain, o_offset, o_lut = _colour(rng, config)
-      amp = config.elastic_amplitude * obj["size"] * o_scale
-      coarse = rng.normal(0.0, 1.0, size=(config.elastic_grid,
-                                          config.elastic_grid))
-      per_object[i] = dict(matrix=m, angle=o_angle, scale=o_scale,
-                           shift=o_shift, gain=o_gain, offset=o_offset,
-                           elastic_px=amp)
-      _paste_object(frames[k], masks[k], frame, obj["alpha"], i, m,
-                    obj["corners"], coarse, amp, config.alpha_blur, o_lut)
+    for obj in objects:  # Increasing id: later objects occlude earlier.
+      matrix, disp = obj.advance(rng)
+      box = obj.paste(frames[k], masks[k], frame, matrix, disp, k, config)
+      per_object[obj.id] = dict(matrix=matrix, tps=disp, hsv=obj.light.at(k),
+                                box=box)
     info["objects"].append(per_object)
   return frames, masks, info
-
-
-def choose_crop(first_mask, crop_size, rng, min_foreground=0.1):
-  """Top-left corner of a `crop_size` square crop of `first_mask`.
-
-  Every position is scored at once with an integral image; one is drawn
-  uniformly among those whose foreground fraction exceeds `min_foreground`,
-  or, when none does, the position with the most foreground is taken. This
-  replaces the bounded retry loop of the usual recipe with its limit
-  (infinitely many retries) at the cost of one cumulative sum.
-
-  Args:
-    first_mask: `[H, W]` ids, H, W >= crop_size.
-    crop_size: side of the square crop.
-    rng: `numpy.random.Generator`.
-    min_foreground: required foreground fraction (strictly greater).
-
-  Returns:
-    (y0, x0, fraction) with the fraction of foreground in the chosen crop.
-  """
-  fg = (first_mask > 0).astype(np.int64)
-  integral = np.pad(fg.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-  c = crop_size
-  sums = (integral[c:, c:] - integral[:-c, c:] - integral[c:, :-c] +
-          integral[:-c, :-c])
-  fractions = sums / float(c * c)
-  good = np.flatnonzero(fractions.ravel() > min_foreground)
-  if good.size:
-    flat = int(good[rng.integers(good.size)])
-  else:
-    flat = int(np.argmax(fractions))
-  y0, x0 = np.unravel_index(flat, fractions.shape)
-  return int(y0), int(x0), float(fractions.ravel()[flat])
 
 
 def dream_clip(frame, mask, *, num_frames=16, crop_size=224, seed=0,
@@ -325,7 +580,7 @@ def dream_clip(frame, mask, *, num_frames=16, crop_size=224, seed=0,
       `crop_size` (resizing rather than padding keeps every pixel real).
     flip_probability: chance that the whole clip is mirrored left-right.
     min_foreground: the crop must hold more than this foreground fraction in
-      the first frame, if any position does (see `choose_crop`).
+      the first frame, if any position does (see `crops.choose_crop`).
     config: `DreamConfig`.
 
   Returns:
@@ -354,7 +609,9 @@ def dream_clip(frame, mask, *, num_frames=16, crop_size=224, seed=0,
   frames, masks, info = dream_frames(frame, mask, num_frames=num_frames,
                                      seed=seed, config=config)
   rng = np.random.default_rng([seed, 1])
-  y0, x0, fraction = choose_crop(masks[0], crop_size, rng, min_foreground)
+  y0, x0 = crops.choose_crop(masks[0] > 0, (crop_size, crop_size), rng,
+                             min_foreground)
+  fraction = float((masks[0, y0:y0 + crop_size, x0:x0 + crop_size] > 0).mean())
   flip = bool(rng.uniform() < flip_probability)
   frames = frames[:, y0:y0 + crop_size, x0:x0 + crop_size]
   masks = masks[:, y0:y0 + crop_size, x0:x0 + crop_size]
@@ -364,3 +621,25 @@ def dream_clip(frame, mask, *, num_frames=16, crop_size=224, seed=0,
   info.update(crop=(y0, x0), crop_foreground=fraction, flip=flip,
               resized_hw=mask.shape)
   return (np.ascontiguousarray(frames), np.ascontiguousarray(masks), info)
+
+
+def contact_sheet(clips, num_frames=8, width=160):
+  """One row per clip of evenly spaced overlaid frames, `[H', W', 3]` uint8.
+
+  Args:
+    clips: list of (frames `[K, H, W, 3]` uint8, masks `[K, H, W]` ids)
+      pairs, e.g. `dream_clip` outputs; all rows get the width of the first.
+    num_frames: frames per row (evenly spaced, first and last included).
+    width: width in pixels of each cell.
+
+  Returns:
+    The rows stacked, drawn by `vosjax.overlays.contact_sheet` (a pair of
+    clips of different sizes is padded black on the right).
+  """
+  from vosjax import overlays  # pylint: disable=g-import-not-at-top
+  rows = [overlays.contact_sheet(f, m, num_frames=num_frames,
+                                 columns=num_frames, width=width)
+          for f, m in clips]
+  full = max(r.shape[1] for r in rows)
+  rows = [np.pad(r, ((0, 0), (0, full - r.shape[1]), (0, 0))) for r in rows]
+  return np.concatenate(rows, 0)
