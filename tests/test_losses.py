@@ -52,6 +52,52 @@ def test_class_balanced_bce_ignores_masked_pixels():
   np.testing.assert_allclose(masked, unmasked, rtol=1e-6)
 
 
+def test_deeply_supervised_bce_hand_computed():
+  """total = L(fused) + w * sum L(side), each L worked out by hand.
+
+  Labels 1,0,0,0 (|Y+|=1, |Y-|=3). All-zero logits: every pixel has
+  log s = log(1 - s) = -ln 2, so L = [(3/4) ln 2 + (1/4) 3 ln 2] / 4
+  = (3/8) ln 2. Logits 0, 0, ln 3, -ln 3: the case of the test above.
+  """
+  labels = jnp.array([[1, 0, 0, 0]])
+  zeros = jnp.zeros((1, 4))
+  case = jnp.array([[0.0, 0.0, math.log(3), -math.log(3)]])
+  l_zero = 3 / 8 * math.log(2)
+  l_case = -((3 / 4) * math.log(0.5) + (1 / 4) * (
+      math.log(0.5) + math.log(0.25) + math.log(0.75))) / 4
+  total, metrics = losses.deeply_supervised_bce(zeros, [case, zeros, case],
+                                                labels, 0.25)
+  np.testing.assert_allclose(total, l_zero + 0.25 * (2 * l_case + l_zero),
+                             rtol=1e-6)
+  np.testing.assert_allclose(metrics["loss_fused"], l_zero, rtol=1e-6)
+  np.testing.assert_allclose(metrics["loss_side0"], l_case, rtol=1e-6)
+  np.testing.assert_allclose(metrics["loss_side2"], l_case, rtol=1e-6)
+  assert sorted(metrics) == ["loss_fused", "loss_side0", "loss_side1",
+                             "loss_side2"]
+
+
+def test_deeply_supervised_bce_zero_weight_is_online_loss():
+  """Side weight 0 (OSVOS online): fused loss only, no side gradient; the
+  mask reaches every term."""
+  rng = np.random.default_rng(0)
+  fused = rng.normal(size=(2, 5, 6, 1)).astype(np.float32)
+  sides = [rng.normal(size=(2, 5, 6, 1)).astype(np.float32) for _ in range(4)]
+  labels = (rng.random((2, 5, 6, 1)) < 0.3).astype(np.float32)
+  mask = (rng.random((2, 5, 6, 1)) < 0.8).astype(np.float32)
+  f = lambda fu, si, w: losses.deeply_supervised_bce(fu, si, labels, w,
+                                                     mask)[0]
+  np.testing.assert_allclose(
+      f(fused, sides, 0.0),
+      losses.class_balanced_bce(fused, labels, mask), rtol=1e-6)
+  g_fused, g_sides = jax.grad(f, argnums=(0, 1))(fused, sides, 0.0)
+  assert np.abs(g_fused).max() > 0
+  assert all(not np.any(g) for g in g_sides)
+  # Weight 1: masked pixels get no gradient in any head.
+  _, g_sides = jax.grad(f, argnums=(0, 1))(fused, sides, 1.0)
+  for g in g_sides:
+    assert not np.any(np.asarray(g)[mask == 0]) and np.abs(g).max() > 0
+
+
 # --- modified_triplet_loss (PML) -------------------------------------------
 
 

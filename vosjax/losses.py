@@ -39,6 +39,49 @@ def class_balanced_bce(logits, labels, mask=None):
   return jnp.mean(per_example)
 
 
+def deeply_supervised_bce(fused_logits, side_logits, labels, side_weight,
+                          mask=None):
+  """Class-balanced BCE of the fused output plus weighted side outputs.
+
+  HED / OSVOS deep supervision (OSVOS-PyTorch train_parent.py):
+    total = side_weight * sum_i L(side_i) + L(fused),
+  with L = class_balanced_bce, each normalised by pixel count. `side_weight`
+  fades deep supervision, e.g.
+  vosjax.train.side_loss_weight(epoch, num_epochs) = 1 - epoch / num_epochs
+  as in train_parent.py; OSVOS's online fine-tuning uses the fused loss only
+  (train_online.py): side_weight = 0.
+
+  Args:
+    fused_logits: `[B, ...]` logits (e.g. `[B, H, W, 1]`, FC-I3D's
+      `[B, T, H, W, 1]`).
+    side_logits: sequence of logits shaped like `fused_logits`.
+    labels: `[B, ...]` in {0, 1}, shaped like `fused_logits`.
+    side_weight: scalar (Python number or traced array).
+    mask: optional `[B, ...]` {0, 1} of pixels that count (0: void).
+
+  Returns:
+    (total scalar, metrics) with metrics "loss_side{i}" per side output and
+    "loss_fused".
+  """
+  # Learning rate. OSVOS-PyTorch (train_parent.py, train_online.py) sums each
+  # loss over the pixels (osvos_layers.py `class_balanced_cross_entropy_loss`
+  # with size_average=False; batch 1) and trains with SGD lr 1e-8, momentum
+  # 0.9, the gradient averaged over nAveGrad images (10 parent, 5 online).
+  # This loss is that sum divided by N = H * W pixels, so its gradient is
+  # 1/N times theirs and, SGD with momentum being linear in the gradient,
+  # lr = 1e-8 * N reproduces their steps: at DAVIS 480x854, N = 409,920 and
+  # lr = 4.0992e-3 (at a C x C training crop, 1e-8 * C^2). Their weight decay
+  # 2e-4 is added to the summed-loss gradient, i.e. 2e-4 * 1e-8 per step; the
+  # same decay here is weight_decay = 2e-4 / N (4.9e-10 at 480x854, nil in
+  # practice), not 2e-4.
+  side = [class_balanced_bce(s, labels, mask) for s in side_logits]
+  fused = class_balanced_bce(fused_logits, labels, mask)
+  total = fused + side_weight * sum(side) if side else fused
+  metrics = {f"loss_side{i}": l for i, l in enumerate(side)}
+  metrics["loss_fused"] = fused
+  return total, metrics
+
+
 # ---------------------------------------------------------------------------
 # PML modified triplet loss (Chen et al., CVPR 2018, Sec. 3.2).
 

