@@ -1,4 +1,9 @@
-"""Tests for vosjax.finetune: batched fine-tuning equals sequential."""
+"""Tests for vosjax.finetune: batched fine-tuning equals sequential.
+
+The reference is `_sequential`: the plain per-sequence Python loop of jitted
+single-sequence steps, no vmap, scan or shard_map. Every strategy is held to
+it.
+"""
 
 import flax.linen as nn
 import jax
@@ -126,13 +131,27 @@ def plain():
   return params, data, rngs, _sequential(loss_fn, params, data, rngs)
 
 
-@pytest.mark.parametrize("max_batch_sequences", [None, 2])
-def test_batched_equals_sequential(plain, max_batch_sequences):
+STRATEGIES = ["loop", "scan", "vmap"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("max_batch_sequences,num_devices", [
+    (2, 2), (None, 1),
+    # The 2-device case already covers sharding; this one adds seconds.
+    pytest.param(None, 8, marks=pytest.mark.slow)])
+def test_batched_equals_sequential(plain, strategy, max_batch_sequences,
+                                   num_devices):
+  """Every strategy vs `_sequential`: 8 devices (S=5 uses 5 of them), 2
+  devices at most 2 sequences per call (chunks of 3 + 2, each rounded up to
+  the 2 devices), and one device."""
   params, data, rngs, (ref_params, _, ref_losses) = plain
-  assert jax.device_count() == 8  # S=5 is padded to the 8-device mesh.
+  assert jax.device_count() == 8
   out = ft.finetune(loss_fn, OPTIMIZER, params, data, rngs,
                     num_steps=STEPS, batch_size=BATCH,
-                    max_batch_sequences=max_batch_sequences)
+                    max_batch_sequences=max_batch_sequences,
+                    mesh=Mesh(np.asarray(jax.devices()[:num_devices]),
+                              ("data",)),
+                    strategy=strategy)
   assert out.losses.shape == (S, STEPS)
   _assert_trees_close(out.params, ref_params)
   np.testing.assert_allclose(out.losses, ref_losses, rtol=2e-4, atol=1e-6)
@@ -144,13 +163,15 @@ def test_batched_equals_sequential(plain, max_batch_sequences):
   assert np.isfinite(np.asarray(params["conv1"]["kernel"])).all()
 
 
-def test_batched_equals_sequential_with_model_state():
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_batched_equals_sequential_with_model_state(strategy):
+  """BatchNorm statistics per sequence, vs `_sequential`."""
   params, state, data, rngs = _problem(BN_NET, seed=1)
   ref_params, ref_state, ref_losses = _sequential(bn_loss_fn, params, data,
                                                   rngs, state)
   out = ft.finetune(bn_loss_fn, OPTIMIZER, params, data, rngs,
                     num_steps=STEPS, batch_size=BATCH, model_state=state,
-                    max_batch_sequences=4,
+                    max_batch_sequences=4, strategy=strategy,
                     mesh=Mesh(np.asarray(jax.devices()[:2]), ("data",)))
   _assert_trees_close(out.params, ref_params)
   _assert_trees_close(out.model_state, ref_state)
@@ -200,3 +221,62 @@ def test_estimate_max_batch_sequences():
   param_bytes = sum(x.nbytes for x in jax.tree.leaves(one[0]))
   if nbytes is not None:  # Params, grads and two Adam moments at least.
     assert nbytes >= 3 * param_bytes
+
+
+def test_chunk_layout_pads_only_to_the_device_count():
+  """Hand-worked layouts: 5 sequences, chunks of at most 4 sequences."""
+  # One device, at most 4 per chunk: 3 + 2, not 4 + 4.
+  chunks = ft.chunk_layout(5, 1, 4, uniform=False)
+  assert [list(i) for i, _ in chunks] == [[0, 1, 2], [3, 4]]
+  assert all(v.all() for _, v in chunks)
+  # Uniform (one program): the second chunk has one padding slot.
+  chunks = ft.chunk_layout(5, 1, 4, uniform=True)
+  assert [list(v) for _, v in chunks] == [[True] * 3, [True, True, False]]
+  # Two devices, at most 2 per device: chunks of 3 + 2 sequences; the first
+  # puts [0, 2] on device 0 and [1, padding] on device 1.
+  chunks = ft.chunk_layout(5, 2, 2, uniform=False)
+  assert [list(i) for i, _ in chunks] == [[0, 2, 1, 2], [3, 4]]
+  assert [list(v) for _, v in chunks] == [[True, True, True, False],
+                                          [True, True]]
+  # Every sequence exactly once, whatever the shape.
+  for s, d, k in [(7, 3, 2), (1, 1, 1), (9, 4, 1), (16, 8, 4)]:
+    for uniform in (True, False):
+      chunks = ft.chunk_layout(s, d, k, uniform)
+      real = np.concatenate([i[v] for i, v in chunks])
+      np.testing.assert_array_equal(np.sort(real), np.arange(s))
+      assert all(len(i) % d == 0 and len(i) <= d * k for i, _ in chunks)
+      pad = sum(len(i) for i, _ in chunks) - s
+      if not uniform:  # Only rounding each chunk up to the device count.
+        assert pad < d * len(chunks)
+
+
+@pytest.mark.parametrize("strategy,expected",
+                         [("loop", 6), ("scan", 5), ("vmap", 6)])
+def test_padding_work(strategy, expected):
+  """Sequence-steps actually computed for S=5 on 2 devices, one step each:
+  'scan' trains the 5 real sequences only, 'loop' and 'vmap' also the one
+  slot that rounds 5 up to the 2 devices (counted by a host callback in the loss)."""
+  calls = []
+
+  def counting_loss(params, batch, rng):
+    value = loss_fn(params, batch, rng)
+    # Under vmap the callback sees the batched value: count its elements.
+    jax.debug.callback(lambda v: calls.append(np.size(v)), value)
+    return value
+
+  params, _, data, rngs = _problem(NET)
+  ft.finetune(counting_loss, OPTIMIZER, params, data, rngs, num_steps=1,
+              batch_size=1, strategy=strategy,
+              mesh=Mesh(np.asarray(jax.devices()[:2]), ("data",)))
+  jax.effects_barrier()
+  assert sum(calls) == expected
+
+
+def test_strategy_choice():
+  assert ft.resolve_strategy("vmap") == "vmap"
+  assert ft.resolve_strategy(None, "cpu") == ft.resolve_strategy("auto",
+                                                                 "cpu")
+  assert ft.resolve_strategy("auto", "cpu") == "loop"  # Measured fastest.
+  assert ft.resolve_strategy("auto", "unmeasured") == "scan"
+  with pytest.raises(ValueError, match="strategy 'grouped'"):
+    ft.resolve_strategy("grouped")

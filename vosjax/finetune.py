@@ -4,19 +4,32 @@ OSVOS-style methods (Caelles et al. 2017; FC-I3D, Hou et al. 2019) fine-tune
 the parent network separately on each test sequence's annotated first frame
 (here: on clips dreamed from it, `vosjax.augment.lucid`). That is the slowest
 stage of these methods, and the sequences are independent, so here the
-fine-tuning of S sequences is a single jitted program:
+fine-tuning of S sequences is one jitted program per chunk of sequences:
 
   * per-sequence parameters, optimiser states (and optional mutable model
-    state, e.g. BatchNorm statistics) are stacked along a leading axis S and
-    the per-sequence step is `vmap`ped over it;
-  * the N optimisation steps run in a `lax.scan` inside the program; each
-    step draws its batch on device from that sequence's pool of examples
-    with `jax.random.fold_in(rng, step)`, so nothing crosses the host;
+    state, e.g. BatchNorm statistics) are stacked along a leading axis S;
   * the stack is split over a 1-D ('data',) device mesh with `shard_map`:
-    each device runs its own sequences with no communication at all;
-  * S is cut into chunks of `max_batch_sequences`, each padded (by repeating
-    its last sequence) to a multiple of the device count, so memory stays
-    bounded; all chunks share one compiled program;
+    each device trains its own sequences with no communication at all;
+  * on each device a *strategy* runs its k sequences:
+      - 'loop': one sequence per device at a time, the host calling a jitted
+        plain step N times (exactly plain training's program, per device);
+        rounds of D sequences follow each other;
+      - 'scan': one sequence after another inside one program (a loop with
+        a scan of the N steps), each with exactly the plain step: no grouped
+        convolutions, and padding slots are skipped (the loop's trip count
+        is the device's real sequence count);
+      - 'vmap': the step `vmap`ped over the k sequences. Per-sequence weights
+        under vmap make every convolution a grouped convolution
+        (feature_group_count = k), and padding slots are computed;
+    'auto' picks per backend from measurements (`_MEASURED`);
+  * each step draws its batch on device from that sequence's pool with
+    `jax.random.fold_in(rng, step)`, so no data crosses the host;
+  * chunks ('scan', 'vmap'): as many sequences per call as fit the device
+    memory (XLA's own `memory_analysis` of the compiled program against the
+    device's memory), spread evenly over chunks and devices; the only
+    padding is rounding a chunk (a 'loop' round) up to a multiple of the
+    device count, and 'scan' does no work for it; the mesh shrinks to S
+    devices when S is smaller;
   * the program's parameter and optimiser-state inputs are donated (they are
     private copies made per chunk, never the caller's arrays).
 
@@ -25,15 +38,38 @@ optimizer and works on plain (params, opt_state) pytrees.
 """
 
 import functools
+import inspect
+import os
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 PyTree = Any
+
+STRATEGIES = ("auto", "loop", "scan", "vmap")
+
+# 'auto' per backend, from benchmarks/bench_finetune.py (full FC-I3D,
+# fc_i3d_davis16 settings, batch 1; paired: variants interleaved in one
+# process; 2 CPU cores shared with other jobs, load ~8, so absolute figures
+# are inflated, the ratios are what counts). Seconds per sequence-step:
+#   1 CPU device, clip 8x112x112 (2 sequences x 2 steps, 2 repeats):
+#     scan 13.8, vmap 16.1, plain sequential loop 1.24, parent step 1.27;
+#   same, another run (3 steps): loop 3.47, plain sequential loop 3.55,
+#     parent step 2.80 (load ~10);
+#   8 host devices, clip 4x64x64, 5 sequences: loop 0.33, scan 1.54,
+#     vmap 1.37, plain sequential loop 0.27, parent step 0.19 (the mesh
+#     shrinks to the 5 sequences; host devices share the 2 cores, so no
+#     parallel gain there).
+# XLA:CPU runs the network ~11x slower inside a while loop (scan) than as a
+# top-level program, and grouped convolutions (vmap) are slower still, so on
+# CPU the host-driven 'loop' wins (same program as the plain step). GPU/TPU
+# are unmeasured: 'scan' (no grouped convs, no padded work) until measured.
+_MEASURED = {"cpu": "loop"}
 
 
 class FinetuneResult(NamedTuple):
@@ -87,50 +123,182 @@ def default_mesh():
   return Mesh(np.asarray(jax.devices()), ("data",))
 
 
+def resolve_strategy(strategy=None, backend=None):
+  """'loop', 'scan' or 'vmap': `strategy`, or for None/'auto' the measured
+  best on `backend` (default: JAX's default backend)."""
+  strategy = "auto" if strategy is None else strategy
+  if strategy not in STRATEGIES:
+    raise ValueError(f"finetune strategy {strategy!r}: expected one of "
+                     f"{STRATEGIES}")
+  if strategy != "auto":
+    return strategy
+  # Unmeasured backends get 'scan': it never runs grouped convolutions and
+  # never computes padding, so it is the conservative choice.
+  return _MEASURED.get(backend or jax.default_backend(), "scan")
+
+
+def _takes_step(loss_fn):
+  """Whether a model-state loss has `train.make_train_step`'s 5 arguments."""
+  try:
+    return len(inspect.signature(loss_fn).parameters) == 5
+  except (TypeError, ValueError):
+    return False
+
+
 def _sequence_step(loss_fn, optimizer, batch_size, has_state, params,
                    opt_state, state, data, rng, step):
   """One sequence's optimisation step: `(params, opt_state, state, loss)`.
 
-  The one definition of a step: the compiled program scans it and
-  `sequence_bytes` sizes it.
+  The one definition of a step: every strategy runs it and `sequence_bytes`
+  sizes it.
   """
   k_sample, k_loss = step_keys(rng, step)
   batch = sample_batch(data, k_sample, batch_size)
   if has_state:
-    (loss, state), grads = jax.value_and_grad(
-        lambda p: loss_fn(p, state, batch, k_loss), has_aux=True)(params)
+    if _takes_step(loss_fn):  # The train.make_train_step signature.
+      def loss(p):
+        value, (new_state, _) = loss_fn(p, state, batch, k_loss, step)
+        return value, new_state
+    else:
+      loss = lambda p: loss_fn(p, state, batch, k_loss)
+    (loss, state), grads = jax.value_and_grad(loss, has_aux=True)(params)
   else:
     loss, grads = jax.value_and_grad(loss_fn)(params, batch, k_loss)
   updates, opt_state = optimizer.update(grads, opt_state, params)
   return optax.apply_updates(params, updates), opt_state, state, loss
 
 
-@functools.lru_cache(maxsize=32)
-def _program(loss_fn, optimizer, num_steps, batch_size, has_state,
-             init_opt_state, mesh):
-  """The jitted chunk program (cached: every chunk and call reuses it)."""
+def _train_one(loss_fn, optimizer, num_steps, batch_size, has_state, params,
+               opt_state, state, data, rng):
+  """One sequence's N steps: `((params, opt_state, state), losses [N])`."""
 
-  def one_step(carry, data, rng, step):
+  def body(carry, step):
     *carry, loss = _sequence_step(loss_fn, optimizer, batch_size, has_state,
                                   *carry, data, rng, step)
     return tuple(carry), loss
 
-  def local(params, opt_state, state, data, rngs):
-    # Runs on one device's slice of the stack: no cross-device traffic.
+  return lax.scan(body, (params, opt_state, state), jnp.arange(num_steps))
+
+
+@functools.lru_cache(maxsize=32)
+def _program(loss_fn, optimizer, num_steps, batch_size, has_state,
+             init_opt_state, mesh, strategy):
+  """The jitted chunk program (cached: every chunk and call reuses it).
+
+  Arguments `(params, opt_state, state, data, rngs, valid)`, leaves `[C,...]`
+  sharded over 'data'; `valid` `[C]` bool marks real sequences, which come
+  first in each device's slice.
+  """
+  train_one = functools.partial(_train_one, loss_fn, optimizer, num_steps,
+                                batch_size, has_state)
+
+  def local_vmap(params, opt_state, state, data, rngs, valid):
+    del valid  # Padding slots are computed (and dropped by the caller).
     if init_opt_state:
       opt_state = jax.vmap(optimizer.init)(params)
+    carry, losses = jax.vmap(train_one)(params, opt_state, state, data, rngs)
+    return carry + (losses,)
 
-    def body(carry, step):
-      return jax.vmap(one_step, in_axes=(0, 0, 0, None))(carry, data, rngs,
-                                                         step)
+  def local_scan(params, opt_state, state, data, rngs, valid):
+    if init_opt_state:
+      opt_state = jax.vmap(optimizer.init)(params)
+    # Per-device (varying over 'data'), as the loop's outputs will be.
+    losses = lax.pcast(jnp.zeros((rngs.shape[0], num_steps), jnp.float32),
+                       ("data",), to="varying")
 
-    carry, losses = jax.lax.scan(body, (params, opt_state, state),
-                                 jnp.arange(num_steps))
-    return carry + (losses.T,)
+    def take(tree, i):
+      return jax.tree.map(lambda x: lax.dynamic_index_in_dim(x, i, 0, False),
+                          tree)
 
+    def put(tree, value, i):
+      return jax.tree.map(
+          lambda x, v: lax.dynamic_update_index_in_dim(x, v, i, 0), tree,
+          value)
+
+    def one(i, outs):
+      carry, loss = train_one(*take(outs[:3], i), take(data, i), rngs[i])
+      return put(outs[:3], carry, i) + (put(outs[3], loss, i),)
+
+    # A dynamic trip count: this device's padding slots cost nothing.
+    count = jnp.sum(valid.astype(jnp.int32))
+    return lax.fori_loop(0, count, one,
+                         (params, opt_state, state, losses))
+
+  local = {"vmap": local_vmap, "scan": local_scan}[strategy]
   spec = P("data")
   sharded = jax.shard_map(local, mesh=mesh, in_specs=spec, out_specs=spec)
   return jax.jit(sharded, donate_argnums=(0, 1, 2))
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(program, treedef, leaves):
+  """Ahead-of-time compile of a chunk program for these argument shapes
+  (flattened, to be hashable), so the chunk sizing reads XLA's memory
+  analysis of exactly the program that then runs (cached: repeated calls and
+  chunks reuse it)."""
+  return program.lower(*jax.tree.unflatten(treedef, leaves)).compile()
+
+
+@functools.lru_cache(maxsize=32)
+def _loop_programs(loss_fn, optimizer, batch_size, has_state, mesh):
+  """'loop': (init, step) programs over one sequence per device.
+
+  `step(params, opt_state, state, data, rngs, step_index)` runs one plain
+  step of every device's single sequence (shard_map over leaves `[D, ...]`);
+  the host calls it N times, as plain training calls its step.
+  """
+  spec = P("data")
+  unstack = lambda tree: jax.tree.map(lambda x: x[0], tree)
+  stack = lambda tree: jax.tree.map(lambda x: x[None], tree)
+
+  def local_step(params, opt_state, state, data, rngs, step):
+    out = _sequence_step(loss_fn, optimizer, batch_size, has_state,
+                         *unstack((params, opt_state, state, data, rngs)),
+                         step)
+    return stack(out)
+
+  step = jax.jit(jax.shard_map(
+      local_step, mesh=mesh, in_specs=(spec,) * 5 + (P(),), out_specs=spec),
+                 donate_argnums=(0, 1, 2))
+  init = jax.jit(jax.shard_map(
+      lambda p: stack(optimizer.init(unstack(p))), mesh=mesh, in_specs=spec,
+      out_specs=spec))
+  return init, step
+
+
+def _finetune_loop(loss_fn, optimizer, tree, num_steps, batch_size, has_state,
+                   mesh):
+  """'loop': rounds of one sequence per device, N host-driven plain steps.
+
+  Returns the per-round outputs `(params, opt_state, state, losses)`; the
+  last round is padded to the device count (its extra slots repeat its last
+  sequence and are dropped).
+  """
+  num_seq = tree[-1].shape[0]
+  num_dev = mesh.devices.size
+  init, step = _loop_programs(loss_fn, optimizer, batch_size, has_state,
+                              mesh)
+  gather = _gather(mesh)
+  outputs = []
+  for start in range(0, num_seq, num_dev):
+    stop = min(start + num_dev, num_seq)
+    idx = np.minimum(np.arange(start, start + num_dev), stop - 1)
+    params, opt_state, state, data, rngs = gather(tree, jnp.asarray(idx))
+    if opt_state is None:
+      opt_state = init(params)
+    losses = []
+    for i in range(num_steps):
+      params, opt_state, state, loss = step(params, opt_state, state, data,
+                                            rngs, jnp.int32(i))
+      losses.append(loss)
+    out = (params, opt_state, state, jnp.stack(losses, axis=1))
+    outputs.append(jax.tree.map(lambda x, n=stop - start: x[:n], out))
+  return outputs
+
+
+@jax.jit
+def _take(tree, idx):
+  return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), tree)
 
 
 @functools.lru_cache(maxsize=8)
@@ -141,6 +309,67 @@ def _gather(mesh):
       lambda tree, idx: jax.tree.map(lambda x: jnp.take(x, idx, axis=0),
                                      tree),
       out_shardings=sharding)
+
+
+def device_memory_bytes(device=None):
+  """Memory one device may plan for: its `bytes_limit`, or on CPU the host's
+  physical memory shared by the process's CPU devices; None if unknown."""
+  device = jax.devices()[0] if device is None else device
+  stats = device.memory_stats() or {}
+  if "bytes_limit" in stats:
+    return int(stats["bytes_limit"])
+  if device.platform == "cpu":
+    try:
+      total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+      return None
+    return int(total // max(len(jax.local_devices(backend="cpu")), 1))
+  return None
+
+
+def _program_bytes(compiled):
+  stats = compiled.memory_analysis()
+  if stats is None:
+    return None
+  # Donated arguments alias their outputs; count them once.
+  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes -
+             stats.alias_size_in_bytes + stats.temp_size_in_bytes)
+
+
+def chunk_layout(num_seq, num_dev, per_device, uniform=True):
+  """Splits S sequences into chunks of at most `num_dev * per_device` slots.
+
+  Chunks get equal shares (+-1) of the sequences and, inside a chunk,
+  sequence j goes to device `j % D`, so real sequences come first in every
+  device's slice and devices differ by at most one sequence.
+
+  Args:
+    num_seq: S.
+    num_dev: D, devices in the mesh.
+    per_device: most sequences per device in one chunk.
+    uniform: every chunk gets the largest chunk's slot count (one program;
+      'scan' skips the padding); False sizes each chunk to its own sequences
+      rounded up to D (at most two programs; for 'vmap', which computes it).
+
+  Returns:
+    A list, one per chunk, of `(idx, valid)`: `idx` `[slots]` the sequence
+    each slot holds (a padding slot repeats one of its chunk's sequences),
+    `valid` `[slots]` bool, False for padding.
+  """
+  num_chunks = -(-num_seq // (num_dev * per_device))
+  base, extra = divmod(num_seq, num_chunks)
+  sizes = [base + (c < extra) for c in range(num_chunks)]
+  chunks, start = [], 0
+  for size in sizes:
+    k = -(-(max(sizes) if uniform else size) // num_dev)
+    idx = np.full(k * num_dev, start + size - 1, np.int64)
+    valid = np.zeros(k * num_dev, bool)
+    for j in range(size):
+      pos = (j % num_dev) * k + j // num_dev
+      idx[pos], valid[pos] = start + j, True
+    chunks.append((idx, valid))
+    start += size
+  return chunks
 
 
 def finetune(loss_fn: Callable[..., Any],
@@ -154,7 +383,9 @@ def finetune(loss_fn: Callable[..., Any],
              opt_state: Optional[PyTree] = None,
              model_state: Optional[PyTree] = None,
              max_batch_sequences: Optional[int] = None,
-             mesh: Optional[Mesh] = None) -> FinetuneResult:
+             mesh: Optional[Mesh] = None,
+             strategy: Optional[str] = None,
+             memory_fraction: float = 0.7) -> FinetuneResult:
   """Fine-tunes S independent copies of a model, one per sequence.
 
   Sequence s follows exactly the plain loop (see tests/test_finetune.py):
@@ -170,7 +401,10 @@ def finetune(loss_fn: Callable[..., Any],
     loss_fn: `loss_fn(params, batch, rng) -> scalar loss` for one sequence;
       with `model_state`, `loss_fn(params, model_state, batch, rng) ->
       (loss, new_model_state)` (e.g. Flax `batch_stats` from
-      `apply(..., mutable=['batch_stats'])`). Hashable (a module-level
+      `apply(..., mutable=['batch_stats'])`), or `train.make_train_step`'s
+      `loss_fn(params, model_state, batch, rng, step) -> (loss,
+      (new_model_state, metrics))` (step: the 0-based step index; metrics
+      are dropped). Hashable (a module-level
       function or a `functools.partial` kept alive), since the compiled
       program is cached on it.
     optimizer: optax transformation (schedules live inside it, counted per
@@ -185,9 +419,16 @@ def finetune(loss_fn: Callable[..., Any],
     opt_state: stacked optimiser states; None initialises them on device
       with `optimizer.init`.
     model_state: stacked mutable model state, carried but not trained.
-    max_batch_sequences: most sequences per compiled program (memory bound;
-      see `estimate_max_batch_sequences`); None runs all S at once.
-    mesh: 1-D mesh with axis 'data'; defaults to all devices.
+    max_batch_sequences: most sequences per compiled program call (an extra
+      memory bound; at least one per device is always run); None: as many as
+      the device memory holds.
+    mesh: 1-D mesh with axis 'data'; defaults to all devices. Only its first
+      S devices are used when S is smaller.
+    strategy: 'loop', 'scan', 'vmap' or 'auto'/None (the measured best for
+      the backend, `resolve_strategy`); see the module docstring. 'loop'
+      holds one sequence per device at a time, whatever
+      `max_batch_sequences`.
+    memory_fraction: share of a device's memory a chunk may plan for.
 
   Returns:
     `FinetuneResult`, leaves `[S, ...]`, sequences in input order.
@@ -196,6 +437,7 @@ def finetune(loss_fn: Callable[..., Any],
   if mesh.axis_names != ("data",):
     raise ValueError(f"mesh must have the single axis ('data',), got "
                      f"{mesh.axis_names}")
+  strategy = resolve_strategy(strategy, mesh.devices.flat[0].platform)
   rngs = _as_typed_keys(rngs)
   num_seq = rngs.shape[0]
   for name, tree in (("params", params), ("data", data),
@@ -207,31 +449,74 @@ def finetune(loss_fn: Callable[..., Any],
   if num_steps < 1 or batch_size < 1:
     raise ValueError(f"num_steps and batch_size must be >= 1, got "
                      f"{num_steps}, {batch_size}")
-  chunk = num_seq if max_batch_sequences is None else int(max_batch_sequences)
-  if chunk < 1:
-    raise ValueError(f"max_batch_sequences must be >= 1, got {chunk}")
-  chunk = min(chunk, num_seq)
+  if max_batch_sequences is not None and int(max_batch_sequences) < 1:
+    raise ValueError(f"max_batch_sequences must be >= 1, got "
+                     f"{max_batch_sequences}")
+  if mesh.devices.size > num_seq:  # Idle devices instead of padded work.
+    mesh = Mesh(mesh.devices.reshape(-1)[:num_seq], ("data",),
+                axis_types=mesh.axis_types)
   num_dev = mesh.devices.size
-  padded = -(-chunk // num_dev) * num_dev
+  cap = -(-num_seq // num_dev)  # Sequences per device, all in one chunk.
+  if max_batch_sequences is not None:
+    cap = min(cap, max(1, int(max_batch_sequences) // num_dev))
+
+  if strategy == "loop":
+    outputs = _finetune_loop(loss_fn, optimizer,
+                             (params, opt_state, model_state, data, rngs),
+                             int(num_steps), int(batch_size),
+                             model_state is not None, mesh)
+    return _merge(outputs)
 
   program = _program(loss_fn, optimizer, int(num_steps), int(batch_size),
-                     model_state is not None, opt_state is None, mesh)
+                     model_state is not None, opt_state is None, mesh,
+                     strategy)
   gather = _gather(mesh)
+  sharding = NamedSharding(mesh, P("data"))
+  tree = (params, opt_state, model_state, data, rngs)
+
+  def compile_for(slots):
+    args = jax.eval_shape(gather, tree, jax.ShapeDtypeStruct((slots,),
+                                                             jnp.int32))
+    args = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+        args)
+    valid = jax.ShapeDtypeStruct((slots,), jnp.bool_, sharding=sharding)
+    leaves, treedef = jax.tree.flatten(tuple(args) + (valid,))
+    return _compiled(program, treedef, tuple(leaves))
+
+  budget = device_memory_bytes(mesh.devices.flat[0])
+  uniform = strategy == "scan"
+  while True:
+    chunks = chunk_layout(num_seq, num_dev, cap, uniform)
+    if budget is None or cap == 1:
+      break
+    # Per-device bytes of the largest chunk's program; shrink until it fits
+    # (when it fits, this is the compile the run needs anyway).
+    nbytes = _program_bytes(compile_for(len(chunks[0][0])))
+    if nbytes is None or nbytes <= memory_fraction * budget:
+      break
+    cap = max(1, min(cap - 1, int(cap * memory_fraction * budget / nbytes)))
+
   outputs = []
-  for start in range(0, num_seq, chunk):
-    stop = min(start + chunk, num_seq)
-    # Pad by repeating the chunk's last sequence; its results are dropped.
-    idx = np.minimum(np.arange(start, start + padded), stop - 1)
-    args = gather((params, opt_state, model_state, data, rngs),
-                  jnp.asarray(idx))
-    out = program(*args)
-    outputs.append(jax.tree.map(lambda x, n=stop - start: x[:n], out))
+  for idx, valid in chunks:
+    args = gather(tree, jnp.asarray(idx, jnp.int32))
+    out = compile_for(len(idx))(*args, jax.device_put(valid, sharding))
+    # Real slots, in sequence order (one jitted gather for the whole tree).
+    order = np.argsort(np.where(valid, idx, num_seq),
+                       kind="stable")[:int(valid.sum())]
+    if not np.array_equal(order, np.arange(len(idx))):
+      out = _take(out, jnp.asarray(order, jnp.int32))
+    outputs.append(out)
+  return _merge(outputs)
+
+
+def _merge(outputs):
+  """Concatenates per-chunk `(params, opt_state, state, losses)`."""
   if len(outputs) == 1:
     merged = outputs[0]
   else:
     merged = jax.tree.map(lambda *xs: jnp.concatenate(xs), *outputs)
-  new_params, new_opt_state, new_state, losses = merged
-  return FinetuneResult(new_params, new_opt_state, new_state, losses)
+  return FinetuneResult(*merged)
 
 
 def broadcast(tree, num_sequences):
