@@ -22,7 +22,7 @@ the paper) and are all overridable:
 
 import ml_collections
 
-from vosjax.programs import common
+from experiments import _davis
 
 
 def get_config():
@@ -31,7 +31,7 @@ def get_config():
   config.seed = 0
 
   # --config.data_dir=/path/to/DAVIS, --config.data.val_sequences=a,b, ...
-  common.add_davis2016_data(config)
+  _davis.add_davis2016_data(config)
 
   config.model = ml_collections.ConfigDict()
   config.model.backbone = "resnet"  # or "i3d"

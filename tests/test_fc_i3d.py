@@ -107,3 +107,50 @@ def test_full_size_shapes_and_backbone_scope_match_kinetics_i3d():
   # Kinetics-400 weights port unchanged.
   assert "Mixed_4f" in variables["params"]["backbone"]
   assert "Mixed_5b" not in variables["params"]["backbone"]
+
+
+def test_side_outputs_and_fuse_equal_hand_computation_from_endpoints():
+  """Each side logit and the fuse, recomputed by hand from the backbone.
+
+  Reference: the backbone applied on its own (its parameters from the model's
+  `backbone` scope) gives the endpoints; each side head is then the 1x1x1 conv
+  (an einsum with the head's kernel) of its own tap, upsampled by linear
+  resizing (the upsampler's bilinear initialisation, tested equal to
+  `jax.image.resize` above), and the fuse a weighted sum of the side logits
+  in tap order. Random side, fuse and bias weights make a tap wired to the
+  wrong endpoint, or a fuse over the wrong inputs or order, visible.
+  """
+  taps = ("Conv3d_1a_7x7", "Conv3d_2c_3x3", "Mixed_3c")
+  model = _tiny(taps)
+  x = np.random.RandomState(0).uniform(-1, 1, (1, 4, 32, 32, 3)).astype(
+      np.float32)
+  variables = jax.tree.map(np.asarray, _init(model, x))
+  rng = np.random.RandomState(1)
+  params = variables["params"]
+  for tap in taps:
+    side = params[f"side_{tap}"]
+    side["kernel"] = rng.randn(*side["kernel"].shape).astype(np.float32)
+    side["bias"] = rng.randn(*side["bias"].shape).astype(np.float32)
+  params["fuse"]["kernel"] = rng.randn(len(taps), 1)[None, None, None].astype(
+      np.float32)
+  params["fuse"]["bias"] = np.float32([0.3])
+  fused, endpoints = jax.jit(model.apply)(variables, x)
+
+  backbone = fc_i3d.i3d.InceptionI3d(final_endpoint="Mixed_3c",
+                                     width_multiplier=1 / 16)
+  _, ref_endpoints = jax.jit(backbone.apply)(
+      {"params": params["backbone"],
+       "batch_stats": variables["batch_stats"]["backbone"]}, x)
+  sides = []
+  for tap in taps:
+    k = params[f"side_{tap}"]
+    feat = np.einsum("bthwc,cf->bthwf", np.asarray(ref_endpoints[tap]),
+                     k["kernel"][0, 0, 0]) + k["bias"]
+    sides.append(np.asarray(jax.image.resize(
+        feat.mean(-1, keepdims=True), (1, 4, 32, 32, 1), "linear")))
+  for i, tap in enumerate(taps):
+    np.testing.assert_allclose(endpoints["side_logits"][i], sides[i],
+                               atol=2e-4, rtol=2e-4, err_msg=tap)
+  ref_fused = np.einsum("bthwn,n->bthw", np.concatenate(sides, -1),
+                        params["fuse"]["kernel"][0, 0, 0, :, 0])[..., None]
+  np.testing.assert_allclose(fused, ref_fused + 0.3, atol=5e-4, rtol=5e-4)

@@ -123,14 +123,6 @@ def _logits(x):
   return np.asarray(jax.jit(model.apply)(variables, x)[0][0])
 
 
-def test_cricket_short_clip_top1(kinetics_sample_dir):
-  """Default-suite oracle: 16 frames (24..39) still say 'playing cricket'."""
-  labels = classify_video.kinetics400_labels()
-  logits = _logits(_cricket_clip(kinetics_sample_dir)[:, 24:40])
-  assert labels[int(np.argmax(logits))] == 'playing cricket'
-
-
-@pytest.mark.slow
 def test_cricket_full_clip_matches_published(kinetics_sample_dir):
   """All 79 frames: ~20 s on 2 idle cores, minutes on a shared machine."""
   labels = classify_video.kinetics400_labels()

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from datasets import synthetic
+from vosjax.data import synthetic
 from vosjax import input_pipeline as ip
 
 

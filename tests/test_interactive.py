@@ -1,9 +1,11 @@
 """Interactive session on a synthetic video with colour embeddings."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from vosjax import interactive
+from vosjax import retrieval
 
 T, H, W, S = 6, 64, 96, 8  # Frames, full size, embedding stride.
 
@@ -77,3 +79,67 @@ def test_later_interaction_overrides_and_online_mode():
     session.add_click(9, 0, 0, 1)
   with pytest.raises(ValueError, match="frames are required"):
     interactive.InteractiveSession(_embed, (H, W))
+
+
+def _naive_1nn(emb, maps):
+  """Brute force over the merged pool in float64: the nearest labelled cell
+  (ties: lowest (frame, cell) index), background without references."""
+  t, h, w, d = emb.shape
+  flat = emb.reshape(-1, d).astype(np.float64)
+  labels = np.full(t * h * w, -1)
+  for f, lab in maps.items():
+    labels[f * h * w:(f + 1) * h * w] = lab.reshape(-1)
+  refs = np.flatnonzero(labels >= 0)
+  if refs.size == 0:
+    return np.zeros((t, h, w), np.int64)
+  dist = ((flat[:, None] - flat[refs][None]) ** 2).sum(-1)
+  return labels[refs[np.argmin(dist, -1)]].reshape(t, h, w)
+
+
+@pytest.mark.parametrize("ref_chunk", [512, 3])
+def test_incremental_1nn_equals_brute_force_with_ties(monkeypatch, ref_chunk):
+  """Each interaction's nearest kept and merged == brute force every time.
+
+  Reference: `_naive_1nn` (float64, ties to the lowest pool index) and
+  `retrieval.segment_video` on the session's merged pool. Small-integer
+  embeddings make distances exact and ties common; overlapping interactions
+  relabel cells; removals re-merge; the query count is not a multiple of the
+  tile and (ref_chunk 3) references span several device calls.
+  """
+  monkeypatch.setattr(interactive, "REF_CHUNK", ref_chunk)
+  rng = np.random.default_rng(0)
+  emb = rng.integers(-2, 3, (3, 4, 5, 3)).astype(np.float32)
+  session = interactive.InteractiveSession(emb, (32, 40), chunk_size=7)
+  mask = np.zeros((32, 40), np.uint8)
+  mask[8:24, 8:32] = 2
+  mask[:8, :8] = 255
+  steps = [
+      lambda: session.add_click(1, 12, 12, 1),
+      lambda: session.add_mask(0, mask),
+      lambda: session.add_scribble(0, [[4, 4], [36, 28]], 1, thickness=8),
+      lambda: session.add_click(2, 30, 20, 0, radius=8),
+  ]
+  ids = []
+  ties = 0
+  for step in steps + [lambda: session.remove(ids[1]),
+                       lambda: session.remove(ids[0])]:
+    out = step()
+    if out is not None:
+      ids.append(out)
+    maps = session.label_maps()
+    got = np.asarray(session.segmentation(full_res=False))
+    np.testing.assert_array_equal(got, _naive_1nn(emb, maps))
+    pool = retrieval.pool_from_label_maps(jnp.asarray(emb), maps)
+    np.testing.assert_array_equal(got, retrieval.segment_video(
+        emb, pool.emb, pool.labels))
+    flat = emb.reshape(-1, 3)
+    d = ((flat[:, None] - pool.emb[None]) ** 2).sum(-1)
+    d = np.where(np.asarray(pool.labels)[None] >= 0, d, np.inf)
+    ties += int(np.sum(np.sum(d == d.min(-1, keepdims=True), -1) > 1))
+  assert ties > 20  # The tie rule is exercised.
+  full = np.asarray(session.segmentation())
+  np.testing.assert_array_equal(full, retrieval.upsample_labels(got, (32, 40)))
+  np.testing.assert_array_equal(
+      np.asarray(session.segmentation(frames=[2])), full[2:3])
+  session.clear()
+  assert not np.asarray(session.segmentation(full_res=False)).any()

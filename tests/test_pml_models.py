@@ -116,3 +116,80 @@ def test_bad_backbone_and_weights_hook(tmp_path):
   np.savez(tmp_path / "bad.npz", **flat)
   with pytest.raises(ValueError, match="stem_conv/kernel"):
     resnet.load_weights_npz(v, str(tmp_path / "bad.npz"))
+
+
+def _tiny_resnet_pml(**kwargs):
+  return pml.PML(backbone="resnet", width_multiplier=1 / 16,
+                 resnet_stage_blocks=(1, 1, 1, 1), embed_dim=8,
+                 hidden_dim=16, **kwargs)
+
+
+def test_crop_coordinates_equal_the_full_frames_window():
+  """A crop (plain or flipped) told its window gets the full frame's (x, y).
+
+  Reference: the full frame's own coordinate channels (cell j of a W-pixel
+  frame at x = (8 j + 4) / W * 2 - 1, by hand), cut to the crop's cells; and
+  the head's input is exactly the 'coordinates' endpoint (manual head).
+  """
+  model = _tiny_resnet_pml()
+  height, width = 40, 60  # W not a multiple of 8: the last cell overhangs.
+  full = jax.random.uniform(jax.random.PRNGKey(1), (1, 1, height, width, 3),
+                            minval=-1, maxval=1)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), full)
+  apply = jax.jit(lambda v, x, w: model.apply(v, x, window=w))
+  _, ep_full = jax.jit(model.apply)(variables, full)
+  c_full = np.asarray(ep_full["coordinates"])
+  assert c_full.shape == (1, 1, 5, 8, 3)
+  np.testing.assert_allclose(c_full[0, 0, 0, :, 0],
+                             (8 * np.arange(8) + 4) / width * 2 - 1,
+                             atol=1e-6)
+  np.testing.assert_allclose(c_full[0, 0, :, 0, 1],
+                             (8 * np.arange(5) + 4) / height * 2 - 1,
+                             atol=1e-6)
+  # Pixels [8, 32) x [16, 48): cells [1, 4) x [2, 6) of the full frame.
+  crop = full[:, :, 8:32, 16:48]
+  window = jnp.array([[8 / height, 16 / width, 32 / height, 48 / width]])
+  emb, ep = apply(variables, crop, window)
+  np.testing.assert_allclose(ep["coordinates"], c_full[:, :, 1:4, 2:6],
+                             atol=1e-6)
+  # Flipped crop: the window's x ends swap; cells come in reverse x order.
+  flipped = window[:, jnp.array([0, 3, 2, 1])]
+  _, ep_f = apply(variables, crop[:, :, :, ::-1], flipped)
+  np.testing.assert_allclose(ep_f["coordinates"],
+                             c_full[:, :, 1:4, 2:6][:, :, :, ::-1],
+                             atol=1e-6)
+  # Without a window the crop would claim the whole frame: what was wrong.
+  _, ep_whole = jax.jit(model.apply)(variables, crop)
+  assert np.max(np.abs(ep_whole["coordinates"] - ep["coordinates"])) > 0.3
+  p = variables["params"]["head"]
+  x = np.concatenate([np.asarray(ep["features"]), ep["coordinates"]], -1)
+  hid = np.maximum(x @ p["conv1"]["kernel"][0, 0] + p["conv1"]["bias"], 0)
+  out = hid @ p["conv2"]["kernel"][0, 0] + p["conv2"]["bias"]
+  out /= np.linalg.norm(out, axis=-1, keepdims=True)
+  np.testing.assert_allclose(emb, out, rtol=1e-5, atol=1e-5)
+
+
+def test_rescaled_crop_coordinates_by_hand():
+  """A 24x32 input showing window (0.2, 0.25, 0.8, 0.75), per-frame windows.
+
+  Hand formula: cell j centre at input pixel 8 j + 4 is full-frame fraction
+  x0 + (8 j + 4) / 32 * (x1 - x0).
+  """
+  times = jnp.array([[0.0, 0.5]])
+  window = jnp.array([[[0.2, 0.25, 0.8, 0.75], [0.0, 0.0, 1.0, 1.0]]])
+  cells = pml.grid_window(window, (24, 32), (3, 4))
+  c = np.asarray(pml.coordinate_channels(1, times, 3, 4, cells))
+  np.testing.assert_allclose(
+      c[0, 0, 0, :, 0], (0.25 + np.array([4, 12, 20, 28]) / 32 * 0.5) * 2 - 1,
+      atol=1e-6)
+  np.testing.assert_allclose(
+      c[0, 0, :, 0, 1], (0.2 + np.array([4, 12, 20]) / 24 * 0.6) * 2 - 1,
+      atol=1e-6)
+  np.testing.assert_allclose(c[0, 1, 0, :, 0],
+                             np.array([4, 12, 20, 28]) / 32 * 2 - 1,
+                             atol=1e-6)
+  np.testing.assert_allclose(c[0, :, 0, 0, 2], [0.0, 0.5])
+  assert pml.feature_stride((480, 854), (60, 107)) == 8
+  assert pml.feature_stride((480, 854), (30, 54)) == 16
+  with pytest.raises(ValueError, match="window"):
+    pml.coordinate_channels(1, times, 3, 4, jnp.zeros((1, 3)))

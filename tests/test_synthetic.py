@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from datasets import synthetic
+from vosjax.data import synthetic
 from vosjax import davis_io
 
 

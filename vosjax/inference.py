@@ -215,6 +215,34 @@ def tiled_logits(apply_fn, frames, *, params=None, tile=224, stride=100,
   return _normalise(acc, *counts)[:num_frames, :height, :width]
 
 
+@functools.lru_cache(maxsize=32)
+def _jit_apply(apply_fn):
+  return jax.jit(apply_fn)
+
+
+def batched_apply(apply_fn, params, images, *, batch_size=8):
+  """`apply_fn(params, x)` over `[N, ...]` images in fixed-size batches.
+
+  Per-frame models (OSVOS, MaskTrack's appearance pass) see whole frames in
+  batches of `batch_size`; the last batch is padded by repeating its last
+  image so every call has one shape (one compilation), and the padding is
+  dropped.
+
+  Returns:
+    `[N, ...]` NumPy outputs, in input order.
+  """
+  fn = _jit_apply(apply_fn)
+  images = np.asarray(images)
+  num = len(images)
+  outputs = []
+  for start in range(0, num, batch_size):
+    idx = np.minimum(np.arange(start, start + batch_size), num - 1)
+    outputs.append(fn(params, images[idx]))
+  # One transfer at the end, not one per batch.
+  out = np.asarray(jax.device_get(jnp.concatenate(outputs)))
+  return out[:num] if num else out
+
+
 def predict_masks(logits):
   """Masks `[T, H, W]` uint8 from logits `[T, H, W, C]`.
 

@@ -1,4 +1,4 @@
-"""Synthetic DAVIS-format videos: see `generator`."""
+"""Synthetic DAVIS-format videos (the generator lives in `vosjax.data`)."""
 
-from datasets.synthetic.generator import generate
-from datasets.synthetic.generator import render_sequence
+from vosjax.data.synthetic import generate
+from vosjax.data.synthetic import render_sequence

@@ -18,8 +18,8 @@ The data source returns `frames` and `masks` as lists of per-frame arrays
 Source: `download_and_prepare()` reads an extracted DAVIS folder from the
 manual directory (`download_config=tfds.download.DownloadConfig(
 manual_dir=...)`; the folder itself or a `DAVIS/` folder inside it). With no
-manual folder it downloads the official archive (checksums in checksums.tsv
-beside the builder when known) and extracts it.
+manual folder it downloads the official archive (checksums in
+`vosjax/data/checksums.tsv` when known) and extracts it.
 
 Splits are the official split files. A listed sequence missing from the
 folder is an error naming the missing sequences; to build from the ones
@@ -257,3 +257,77 @@ class DavisBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       num_objects = max(num_objects, int(objects.max()) if objects.size else 0)
     return {"name": name, "frames": frames, "masks": masks,
             "num_frames": len(frames), "num_objects": num_objects}
+
+
+# ----------------------------------------------------------------------------
+# DAVIS 2016 (single object, binarised masks).
+
+# The official DAVIS 2016 package (480p and 1080p in one archive); its
+# checksum is not recorded here, so tfds computes and logs it on download.
+DAVIS2016_URL = "https://graphics.ethz.ch/Downloads/Data/Davis/DAVIS-data.zip"
+
+
+class Davis2016(DavisBuilder):
+  """DAVIS 2016: 50 single-object sequences, train/val."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  BUILDER_CONFIGS = [
+      DavisConfig(name="480p", folder="480p",
+                  description="DAVIS 2016 at 480p."),
+      DavisConfig(name="full_resolution", folder="1080p",
+                  description="DAVIS 2016 at full resolution (1080p)."),
+  ]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "Optional: point manual_dir at an extracted DAVIS 2016 folder (holding "
+      f"JPEGImages/, Annotations/, ImageSets/), e.g. from {DAVIS2016_URL}.")
+  YEAR = 2016
+  SPLITS = ("train", "val")
+  URLS = {"480p": DAVIS2016_URL, "full_resolution": DAVIS2016_URL}
+  DESCRIPTION = ("DAVIS 2016: densely annotated single-object video "
+                 "segmentation; one example per sequence.")
+  CITATION = """@inproceedings{Perazzi2016,
+  author = {F. Perazzi and J. Pont-Tuset and B. McWilliams and L. Van Gool and
+            M. Gross and A. Sorkine-Hornung},
+  title = {A Benchmark Dataset and Evaluation Methodology for Video Object
+           Segmentation},
+  booktitle = {CVPR},
+  year = {2016}}"""
+
+
+# ----------------------------------------------------------------------------
+# DAVIS 2017 (multiple objects, palette ids kept).
+
+# Official archives; sizes and SHA-256 are in checksums.tsv beside this file
+# (as published with tfds' own `davis` dataset).
+DAVIS2017_URL = "https://data.vision.ee.ethz.ch/csergi/share/davis/"
+
+
+class Davis2017(DavisBuilder):
+  """DAVIS 2017: 90 multi-object sequences, train/val."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  BUILDER_CONFIGS = [
+      DavisConfig(name="480p", folder="480p",
+                  description="DAVIS 2017 at 480p."),
+      DavisConfig(name="full_resolution", folder="Full-Resolution",
+                  description="DAVIS 2017 at full resolution."),
+  ]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "Optional: point manual_dir at an extracted DAVIS 2017 trainval folder "
+      "(holding JPEGImages/, Annotations/, ImageSets/2017/), from "
+      f"{DAVIS2017_URL}.")
+  YEAR = 2017
+  SPLITS = ("train", "val")
+  URLS = {"480p": DAVIS2017_URL + "DAVIS-2017-trainval-480p.zip",
+          "full_resolution": (DAVIS2017_URL +
+                              "DAVIS-2017-trainval-Full-Resolution.zip")}
+  DESCRIPTION = ("DAVIS 2017: densely annotated multi-object video "
+                 "segmentation; one example per sequence.")
+  CITATION = """@article{Pont-Tuset2017,
+  author = {J. Pont-Tuset and F. Perazzi and S. Caelles and P. Arbel\\'aez and
+            A. Sorkine-Hornung and L. Van Gool},
+  title = {The 2017 DAVIS Challenge on Video Object Segmentation},
+  journal = {arXiv:1704.00675},
+  year = {2017}}"""

@@ -1,0 +1,156 @@
+"""Collects finished runs into docs/results: a per-sequence CSV and a picture.
+
+  python -m vosjax.tools.davis_results --out docs/results \
+      /tmp/vosjax-$USER/osvos_davis16_cpu [more run folders ...]
+
+Each run folder is `<workdir>/<experiment>/` as `run.py` leaves it
+(`summary.json`, `predictions/<variant>/per-sequence_results-val.csv`). Every
+variant of every run becomes a row `<experiment>/<variant>`; the copy-first-
+frame baseline is taken once (from the first run). Writes:
+
+  davis16_val_per_sequence.csv   method, sequence, J-Mean, F-Mean
+  davis16_val.png                per sequence, one bar of J&F per method
+  davis16_val_global.csv         method and the global figures of summary.json
+"""
+
+import argparse
+import csv
+import io
+import json
+import pathlib
+import sys
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from vosjax import davis_io
+from vosjax.errors import InputError
+
+GLOBAL_KEYS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean",
+               "F-Recall", "F-Decay", "seconds_per_frame")
+BASELINE = "first_frame_baseline"
+
+
+def read_run(folder):
+  """`{method: (global figures, {sequence: (J, F)})}` of one run folder."""
+  folder = pathlib.Path(folder)
+  summary_path = folder / "summary.json"
+  if not summary_path.is_file():
+    raise InputError(f"{summary_path} not found: not a finished run folder")
+  summary = json.loads(summary_path.read_text())
+  rows = {}
+  for variant, figures in summary.items():
+    if variant == "stage_seconds":
+      continue
+    path = folder / "predictions" / variant / "per-sequence_results-val.csv"
+    if not path.is_file():
+      raise InputError(f"{path} not found")
+    per_seq = {}
+    with open(path, newline="") as f:
+      for row in csv.DictReader(f):
+        # Multi-object rows are "<sequence>_<id>"; DAVIS 2016 has id 1.
+        per_seq[row["Sequence"]] = (float(row["J-Mean"]), float(row["F-Mean"]))
+    name = BASELINE if variant == BASELINE else f"{folder.name}/{variant}"
+    rows[name] = (figures, per_seq)
+  return rows
+
+
+def collect(folders):
+  """Rows of every run, the baseline once and last."""
+  rows = {}
+  for folder in folders:
+    for name, value in read_run(folder).items():
+      if name != BASELINE or BASELINE not in rows:
+        rows[name] = value
+  rows[BASELINE] = rows.pop(BASELINE)
+  return rows
+
+
+def _bar_chart(rows, sequences):
+  """Grouped bars (one group per sequence), PIL image of `[H, W, 3]`."""
+  colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
+             (148, 103, 189), (140, 86, 75), (127, 127, 127)]
+  names = list(rows)
+  group = 12 * len(names) + 10
+  top, bottom, left = 20 + 14 * (1 + len(names) // 4), 140, 50
+  width = max(60 + group * len(sequences), left + 260 * min(len(names), 4))
+  height = top + 280 + bottom
+  img = np.full((height, width, 3), 255, np.uint8)
+  plot_h = height - top - bottom
+  for tick in range(0, 11, 2):
+    y = top + plot_h - int(plot_h * tick / 10)
+    cv2.line(img, (left, y), (width - 5, y), (220, 220, 220), 1)
+    cv2.putText(img, f"{tick / 10:.1f}", (5, y + 4), cv2.FONT_HERSHEY_SIMPLEX,
+                0.4, (0, 0, 0), 1)
+  for s, seq in enumerate(sequences):
+    x0 = left + s * group
+    for m, name in enumerate(names):
+      j, f = rows[name][1].get(seq, (0.0, 0.0))
+      h = int(plot_h * (j + f) / 2)
+      x = x0 + 12 * m
+      cv2.rectangle(img, (x, top + plot_h - h), (x + 10, top + plot_h),
+                    colours[m % len(colours)], -1)
+    label = np.full((14, 120, 3), 255, np.uint8)
+    cv2.putText(label, seq, (0, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                (0, 0, 0), 1)
+    label = cv2.rotate(label, cv2.ROTATE_90_CLOCKWISE)
+    y = top + plot_h + 4
+    img[y:y + label.shape[0], x0:x0 + label.shape[1]] = np.minimum(
+        img[y:y + label.shape[0], x0:x0 + label.shape[1]], label)
+  for m, name in enumerate(names):
+    x = left + 260 * (m % 4)
+    y = 14 + 14 * (m // 4)
+    cv2.rectangle(img, (x, y - 9), (x + 10, y), colours[m % len(colours)], -1)
+    cv2.putText(img, f"{name} (J&F per sequence)" if m == 0 else name,
+                (x + 14, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+  return Image.fromarray(img)
+
+
+def write(rows, out_dir):
+  out_dir = pathlib.Path(out_dir)
+  sequences = sorted({s for _, per_seq in rows.values() for s in per_seq})
+
+  def per_sequence(f):
+    writer = csv.writer(f)
+    writer.writerow(["method", "sequence", "J-Mean", "F-Mean"])
+    for name, (_, per_seq) in rows.items():
+      for seq in sequences:
+        if seq in per_seq:
+          writer.writerow([name, seq, f"{per_seq[seq][0]:.6f}",
+                           f"{per_seq[seq][1]:.6f}"])
+
+  def global_rows(f):
+    writer = csv.writer(f)
+    writer.writerow(["method", *GLOBAL_KEYS])
+    for name, (figures, _) in rows.items():
+      writer.writerow([name] + [f"{figures.get(k, float('nan')):.6f}"
+                                for k in GLOBAL_KEYS])
+
+  davis_io.atomic_write(out_dir / "davis16_val_per_sequence.csv",
+                        per_sequence, mode="w")
+  davis_io.atomic_write(out_dir / "davis16_val_global.csv", global_rows,
+                        mode="w")
+  buffer = io.BytesIO()
+  _bar_chart(rows, sequences).save(buffer, format="PNG")
+  davis_io.atomic_write(out_dir / "davis16_val.png",
+                        lambda f: f.write(buffer.getvalue()))
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("runs", nargs="+", help="run folders")
+  parser.add_argument("--out", default="docs/results")
+  args = parser.parse_args(argv)
+  try:
+    write(collect(args.runs), args.out)
+  except InputError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(f"wrote {args.out}/davis16_val_per_sequence.csv, "
+        f"davis16_val_global.csv, davis16_val.png")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
