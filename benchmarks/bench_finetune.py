@@ -108,6 +108,7 @@ def run_one(args):
   import jax
   import numpy as np
   from vosjax import finetune as ft
+  from vosjax import sharding
   from vosjax import train
   # pylint: enable=g-import-not-at-top
 
@@ -122,7 +123,7 @@ def run_one(args):
   params = ft.broadcast(bench.variables["params"], num_seq)
   state = ft.broadcast(bench.variables["batch_stats"], num_seq)
   rngs = jax.random.split(jax.random.key(1), num_seq)
-  mesh = train.make_mesh()
+  mesh = sharding.make_mesh()
 
   def strategy_run(strategy):
     return lambda: ft.finetune(

@@ -8,7 +8,7 @@ import pytest
 
 from vosjax import davis_io
 from vosjax import inference
-from vosjax import train
+from vosjax import sharding
 
 
 def _key(seed):
@@ -53,13 +53,13 @@ def test_sharded_over_eight_devices_matches_one_device():
 
   kwargs = dict(tile=8, stride=5, clip_len=3, clip_stride=2, batch_size=8)
   single = inference.tiled_logits(square, frames, **kwargs)
-  sharded = inference.tiled_logits(square, frames, mesh=train.make_mesh(),
+  sharded = inference.tiled_logits(square, frames, mesh=sharding.make_mesh(),
                                    **kwargs)
   np.testing.assert_allclose(np.asarray(sharded), frames ** 2, rtol=1e-6)
   np.testing.assert_allclose(np.asarray(sharded), np.asarray(single),
                              rtol=1e-6)
   with pytest.raises(ValueError, match="batch_size 4 must be a multiple"):
-    inference.tiled_logits(square, frames, mesh=train.make_mesh(),
+    inference.tiled_logits(square, frames, mesh=sharding.make_mesh(),
                            **dict(kwargs, batch_size=4))
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from vosjax.data import synthetic
 from vosjax import input_pipeline as ip
+from vosjax import sharding
 
 
 def _synthetic_source(num=3, frames=8, objects=1):
@@ -197,7 +198,7 @@ def test_shard_batch_over_eight_devices():
   ds = ip.make_dataset(_synthetic_source(), global_batch_size=8,
                        clip_length=2, crop_size=16, seed=0)
   (batch,), _ = _take(ds, 1)
-  arrays = ip.shard_batch(batch, mesh)
+  arrays = sharding.shard_batch(batch, mesh)
   x = arrays["frames"]
   assert isinstance(x, jax.Array) and x.shape == (8, 2, 16, 16, 3)
   assert len(x.addressable_shards) == 8

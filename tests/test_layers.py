@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # Lowest first; a module's layer is that of its longest listed prefix.
 LAYERS = (
-    ("vosjax.errors", "vosjax.image"),
+    ("vosjax.errors", "vosjax.image", "vosjax.sharding"),
     ("vosjax.davis_io", "vosjax.overlays", "vosjax.evaluation",
      "vosjax.evaluate"),
     ("vosjax.data", "vosjax.augment", "vosjax.input_pipeline"),

@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from vosjax import losses
+from vosjax import sharding
 from vosjax import train
 
 
@@ -110,23 +111,23 @@ def _assert_trees_close(a, b, **tol):
 
 
 def _run_steps(mesh, num_steps):
-  state = train.replicate(_init_state(), mesh)
+  state = sharding.replicate(_init_state(), mesh)
   step = train.jit_train_step(_TRAIN_STEP, mesh, state)
-  rng = train.replicate(_key(1), mesh)
+  rng = sharding.replicate(_key(1), mesh)
   for pos in range(num_steps):
-    state, metrics = step(state, train.shard_batch(_batch(pos), mesh), rng)
+    state, metrics = step(state, sharding.shard_batch(_batch(pos), mesh), rng)
   return jax.device_get(state), jax.device_get(metrics)
 
 
 def test_one_device_and_eight_devices_train_the_same_parameters():
   assert jax.device_count() == 8, "conftest should give 8 host devices"
-  mesh8 = train.make_mesh()
+  mesh8 = sharding.make_mesh()
   assert mesh8.axis_names == ("data",) and mesh8.devices.size == 8
-  sharded = train.shard_batch(_batch(0), mesh8)
+  sharded = sharding.shard_batch(_batch(0), mesh8)
   assert len(sharded["clips"].addressable_shards) == 8
   assert sharded["clips"].addressable_shards[0].data.shape[0] == 1
 
-  s1, m1 = _run_steps(train.make_mesh(jax.devices()[:1]), 3)
+  s1, m1 = _run_steps(sharding.make_mesh(jax.devices()[:1]), 3)
   s8, m8 = _run_steps(mesh8, 3)
   assert int(s1.step) == int(s8.step) == 3
   _assert_trees_close(s1.params, s8.params, rtol=1e-5, atol=1e-6)
@@ -141,7 +142,7 @@ def test_one_device_and_eight_devices_train_the_same_parameters():
 
 def test_shard_batch_rejects_indivisible_batch():
   with pytest.raises(ValueError, match=r"\['clips'\].*multiple of the 8"):
-    train.shard_batch({"clips": np.zeros((6, 2))}, train.make_mesh())
+    sharding.shard_batch({"clips": np.zeros((6, 2))}, sharding.make_mesh())
 
 
 def _fit(workdir, batches, num_steps=6):

@@ -49,6 +49,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from vosjax import sharding
+
 PyTree = Any
 
 STRATEGIES = ("auto", "loop", "scan", "vmap")
@@ -119,8 +121,8 @@ def _as_typed_keys(rngs):
 
 
 def default_mesh():
-  """All devices on one ('data',) axis."""
-  return Mesh(np.asarray(jax.devices()), ("data",))
+  """All devices on one ('data',) axis (`sharding.make_mesh`)."""
+  return sharding.make_mesh()
 
 
 def resolve_strategy(strategy=None, backend=None):

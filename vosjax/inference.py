@@ -144,7 +144,7 @@ def tiled_logits(apply_fn, frames, *, params=None, tile=224, stride=100,
     batch_size: windows per model call. The last batch is padded with
       zero-weight windows, so the model compiles for one shape only.
     pad_mode: `np.pad` mode for axes shorter than their window.
-    mesh: optional `('data',)` mesh (`vosjax.train.make_mesh`): each batch of
+    mesh: optional `('data',)` mesh (`vosjax.sharding.make_mesh`): each batch of
       windows is split over its devices (batch_size must be a multiple of
       the device count); frames and the accumulator are replicated.
       Default: the default device only.

@@ -341,33 +341,3 @@ class KeepKeys:
 
   def set_state(self, state):
     self._it.set_state(state)
-
-
-def shard_batch(batch, mesh, axis="data"):
-  """Process-local numpy batch -> global `jax.Array`s split over `axis`.
-
-  Args:
-    batch: pytree of arrays with the per-process batch as leading dimension.
-    mesh: `jax.sharding.Mesh` with an `axis` dimension.
-    axis: mesh axis the batch dimension is split over.
-
-  Returns:
-    The same pytree of global arrays, leading dimension
-    `per_process_batch * process_count`.
-
-  Raises:
-    ValueError: a leaf is a scalar, or its per-process batch is not a multiple
-      of this process's devices on `axis`.
-  """
-  local = max(mesh.shape[axis] // jax.process_count(), 1)
-  for path, leaf in jax.tree_util.tree_leaves_with_path(batch):
-    shape = np.shape(leaf)
-    if not shape or shape[0] % local:
-      raise ValueError(
-          f"batch leaf {jax.tree_util.keystr(path)} has shape {shape}: its "
-          f"leading (batch) axis must be a multiple of the {local} devices")
-  sharding = jax.sharding.NamedSharding(mesh,
-                                        jax.sharding.PartitionSpec(axis))
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
-      batch)

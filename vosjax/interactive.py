@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vosjax import losses
 from vosjax import retrieval
 
 
@@ -71,7 +72,7 @@ def pad_queries(query_emb, chunk_size):
 
   The norms are computed once here, not per group of references.
   """
-  q = retrieval._pad_rows(  # pylint: disable=protected-access
+  q = losses.pad_rows(
       jnp.asarray(query_emb, jnp.float32), chunk_size, 0.0)
   return q, _row_sq(q)
 

@@ -86,7 +86,7 @@ def deeply_supervised_bce(fused_logits, side_logits, labels, side_weight,
 # PML modified triplet loss (Chen et al., CVPR 2018, Sec. 3.2).
 
 
-def _pad_rows(x, multiple, value):
+def pad_rows(x, multiple, value):
   """Pads axis 0 of `x` up to a multiple of `multiple` with `value`."""
   pad = (-x.shape[0]) % multiple
   if pad == 0:
@@ -123,11 +123,11 @@ def hardest_pos_neg_indices(anchor_emb, anchor_labels, ref_emb, ref_labels, *,
   ref_chunk_size = max(1, min(ref_chunk_size, r))
   anc = jax.lax.stop_gradient(anchor_emb).astype(jnp.float32)
   ref = jax.lax.stop_gradient(ref_emb).astype(jnp.float32)
-  anc = _pad_rows(anc, chunk_size, 0.0).reshape(-1, chunk_size, anc.shape[1])
-  alab = _pad_rows(anchor_labels.astype(jnp.int32), chunk_size, -1)
+  anc = pad_rows(anc, chunk_size, 0.0).reshape(-1, chunk_size, anc.shape[1])
+  alab = pad_rows(anchor_labels.astype(jnp.int32), chunk_size, -1)
   alab = alab.reshape(-1, chunk_size)
-  refp = _pad_rows(ref, ref_chunk_size, 0.0)
-  rlab = _pad_rows(ref_labels.astype(jnp.int32), ref_chunk_size, -1)
+  refp = pad_rows(ref, ref_chunk_size, 0.0)
+  rlab = pad_rows(ref_labels.astype(jnp.int32), ref_chunk_size, -1)
   num_ref_chunks = refp.shape[0] // ref_chunk_size
   refp = refp.reshape(num_ref_chunks, ref_chunk_size, -1)
   rlab = rlab.reshape(num_ref_chunks, ref_chunk_size)

@@ -286,6 +286,7 @@ def fit_parent(variables, loss_fn, batches, train_config, workdir, *, seed,
   Returns:
     The trained variables, as host NumPy arrays.
   """
+  from vosjax import sharding  # pylint: disable=g-import-not-at-top
   from vosjax import train  # pylint: disable=g-import-not-at-top
   from vosjax.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
   tc = train_config
@@ -310,7 +311,7 @@ def fit_parent(variables, loss_fn, batches, train_config, workdir, *, seed,
     state = train.fit(
         state, train.make_train_step(loss_fn, lr_fn), batches,
         num_steps=tc.num_steps, workdir=workdir, rng=jax.random.key(seed),
-        mesh=train.mesh_for_batch(tc.batch_size),
+        mesh=sharding.mesh_for_batch(tc.batch_size),
         checkpoint_every=tc.checkpoint_every, log_every=tc.log_every)
   return jax.tree.map(np.asarray, jax.device_get(state.variables))
 

@@ -32,8 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vosjax import davis_io
+from vosjax import losses
+
 IGNORE = -1
-VOID_MASK_LABEL = 255  # DAVIS void pixels in masks.
 
 
 class ReferencePool(NamedTuple):
@@ -47,22 +49,14 @@ class ReferencePool(NamedTuple):
   labels: jax.Array
 
 
-def _pad_rows(x, multiple, value):
-  pad = (-x.shape[0]) % multiple
-  if pad == 0:
-    return x
-  return jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1),
-                 constant_values=value)
-
-
 def _tiles(query_emb, ref_emb, ref_labels, chunk_size, ref_chunk_size):
   """Pads and reshapes queries / references into tiles."""
   chunk_size = max(1, min(chunk_size, query_emb.shape[0]))
   ref_chunk_size = max(1, min(ref_chunk_size, ref_emb.shape[0]))
-  q = _pad_rows(query_emb.astype(jnp.float32), chunk_size, 0.0)
+  q = losses.pad_rows(query_emb.astype(jnp.float32), chunk_size, 0.0)
   q = q.reshape(-1, chunk_size, q.shape[-1])
-  r = _pad_rows(ref_emb.astype(jnp.float32), ref_chunk_size, 0.0)
-  rl = _pad_rows(ref_labels.astype(jnp.int32), ref_chunk_size, IGNORE)
+  r = losses.pad_rows(ref_emb.astype(jnp.float32), ref_chunk_size, 0.0)
+  rl = losses.pad_rows(ref_labels.astype(jnp.int32), ref_chunk_size, IGNORE)
   n = r.shape[0] // ref_chunk_size
   r = r.reshape(n, ref_chunk_size, -1)
   rl = rl.reshape(n, ref_chunk_size)
@@ -363,7 +357,7 @@ def labels_from_mask(mask, feat_hw):
     raise ValueError(f"mask must be [H, W], got shape {mask.shape}")
   out = mask[_centre_indices(feat_hw[0], mask.shape[0])][
       :, _centre_indices(feat_hw[1], mask.shape[1])].astype(np.int32)
-  out[out == VOID_MASK_LABEL] = IGNORE
+  out[out == davis_io.VOID_LABEL] = IGNORE
   return out
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import optax
 
 from vosjax import davis_io
-from vosjax import input_pipeline
+from vosjax import sharding
 from vosjax.checkpoint import Checkpointer
 from vosjax.errors import InputError
 from vosjax.errors import RunError
@@ -142,45 +142,6 @@ def make_train_step(loss_fn, learning_rate_fn=None):
 # Mesh and shardings.
 
 
-def make_mesh(devices=None):
-  """A 1-D `('data',)` mesh over `devices` (default: all), Auto axis type."""
-  devices = np.asarray(jax.devices() if devices is None else devices)
-  return jax.sharding.Mesh(devices.reshape(-1), ("data",),
-                           axis_types=(jax.sharding.AxisType.Auto,))
-
-
-def mesh_for_batch(batch_size):
-  """A ('data',) mesh over the most devices that split `batch_size` evenly.
-
-  All devices for the usual power-of-two batches and device counts; fewer
-  where they do not divide (e.g. a batch of 2 on 8 host test devices).
-  """
-  count = math.gcd(batch_size, jax.device_count())
-  if count < jax.device_count():
-    logging.warning("batch size %d does not divide the %d devices: using %d "
-                    "of them", batch_size, jax.device_count(), count)
-  return make_mesh(jax.devices()[:count])
-
-
-def replicated_sharding(mesh):
-  """Every device holds the whole array."""
-  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-
-
-def batch_sharding(mesh):
-  """Leading axis split over 'data'; the other axes whole."""
-  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-
-
-# One implementation for both layers: multi-process aware, validated.
-shard_batch = input_pipeline.shard_batch
-
-
-def replicate(tree, mesh):
-  """Puts every leaf of `tree` on every device of `mesh`."""
-  return jax.device_put(tree, replicated_sharding(mesh))
-
-
 def jit_train_step(train_step, mesh, state):
   """`jax.jit(train_step)` with shardings over `mesh`, state donated.
 
@@ -193,12 +154,13 @@ def jit_train_step(train_step, mesh, state):
     mesh: from `make_mesh`.
     state: a `TrainState` (only its structure is used).
   """
-  state_sharding = jax.tree.map(lambda _: replicated_sharding(mesh), state)
+  state_sharding = jax.tree.map(
+      lambda _: sharding.replicated_sharding(mesh), state)
   return jax.jit(
       train_step,
-      in_shardings=(state_sharding, batch_sharding(mesh),
-                    replicated_sharding(mesh)),
-      out_shardings=(state_sharding, replicated_sharding(mesh)),
+      in_shardings=(state_sharding, sharding.batch_sharding(mesh),
+                    sharding.replicated_sharding(mesh)),
+      out_shardings=(state_sharding, sharding.replicated_sharding(mesh)),
       donate_argnums=(0,))
 
 
@@ -285,6 +247,18 @@ def side_loss_weight(epoch, num_epochs):
   w = 1.0 - jnp.asarray(epoch, jnp.float32) / jnp.asarray(num_epochs,
                                                            jnp.float32)
   return jnp.clip(w, 0.0, 1.0)
+
+
+def epoch_side_weight(train_config):
+  """`step -> side_loss_weight(step // steps_per_epoch, num_epochs)`.
+
+  The parent-training schedule of FC-I3D, OSVOS and MaskTrack (their released
+  train_parent.py: `(1 - epoch / nEpochs) * sum(side losses)`), with
+  `num_epochs = ceil(num_steps / steps_per_epoch)`.
+  """
+  per_epoch = train_config.steps_per_epoch
+  num_epochs = max(-(-train_config.num_steps // per_epoch), 1)
+  return lambda step: side_loss_weight(step // per_epoch, num_epochs)
 
 
 def _getter(config):
@@ -394,7 +368,7 @@ def fit(state, train_step, batches, *, num_steps, workdir, rng, mesh=None,
     num_steps: total number of updates.
     workdir: output folder.
     rng: a `jax.random.key`, the same on every (re)start.
-    mesh: default `make_mesh()` (all devices).
+    mesh: default `sharding.make_mesh()` (all devices).
     checkpoint_every: steps between checkpoints.
     log_every: steps between metric lines.
     log_every_secs: at most one console line per this many seconds (every
@@ -421,9 +395,9 @@ def fit(state, train_step, batches, *, num_steps, workdir, rng, mesh=None,
     _check_positive(name, value)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  mesh = make_mesh() if mesh is None else mesh
-  rng = replicate(rng, mesh)
-  state = replicate(state, mesh)
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  rng = sharding.replicate(rng, mesh)
+  state = sharding.replicate(state, mesh)
   metrics_path = workdir / METRICS_FILE
   ckpt = Checkpointer(workdir / CHECKPOINT_DIR, max_to_keep=max_to_keep,
                       async_save=async_checkpoint)
@@ -453,7 +427,7 @@ def fit(state, train_step, batches, *, num_steps, workdir, rng, mesh=None,
         raise ValueError(f"the batch iterator ran out at step {step}; "
                          f"num_steps is {num_steps}") from None
       clips += _batch_size(batch)
-      batch = shard_batch(batch, mesh)
+      batch = sharding.shard_batch(batch, mesh)
       state, metrics = jitted(state, batch, rng)
       if acc is None:
         acc = _empty_acc(metrics)

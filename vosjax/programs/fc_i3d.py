@@ -112,13 +112,11 @@ class FCI3DMethod:
     # rbg: initialising with threefry compiles for minutes on XLA:CPU.
     variables = init_variables(self.model, config.model, clip_shape,
                                jax.random.key(config.seed, impl="rbg"))
-    num_epochs = max(-(-tc.num_steps // tc.steps_per_epoch), 1)
     # Side supervision fades as 1 - epoch / num_epochs (the released code's
     # train_parent.py; `train.side_loss_weight`).
     loss_fn = functools.partial(
         segmentation_loss, self.model,
-        lambda step: train.side_loss_weight(step // tc.steps_per_epoch,
-                                            num_epochs), True)
+        train.epoch_side_weight(tc), True)
     batches = None
     if not evaluate_only:
       dataset = input_pipeline.make_dataset(

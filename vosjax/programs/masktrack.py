@@ -122,11 +122,9 @@ class MaskTrackMethod:
     config, tc = self.config, self.config.train
     variables = masktrack.init_variables(
         self.model, config.model, jax.random.key(config.seed, impl="rbg"))
-    num_epochs = max(-(-tc.num_steps // tc.steps_per_epoch), 1)
     loss_fn = functools.partial(
         masktrack_loss, self.model,
-        lambda step: train.side_loss_weight(step // tc.steps_per_epoch,
-                                            num_epochs))
+        train.epoch_side_weight(tc))
     batches = None
     if not evaluate_only:
       # Frames as static images (clips of one frame), flipped, scaled and

@@ -99,11 +99,9 @@ class OSVOSMethod:
     variables = osvos.init_variables(
         self.model, config.model, (1, 32, 32, 3),
         jax.random.key(config.seed, impl="rbg"))
-    num_epochs = max(-(-tc.num_steps // tc.steps_per_epoch), 1)
     loss_fn = functools.partial(
         segmentation_loss, self.model,
-        lambda step: train.side_loss_weight(step // tc.steps_per_epoch,
-                                            num_epochs))
+        train.epoch_side_weight(tc))
     batches = None
     if not evaluate_only:
       # Frames as images: clips of one frame, flipped, scaled and rotated
