@@ -77,4 +77,5 @@ def get_config():
   config.eval.scale = 1.0  # frames resized by this before embedding
   config.eval.chunk_size = 4096
   config.eval.ref_chunk_size = 8192
+  config.eval.overlays = True  # GIF + contact sheet per val sequence.
   return config

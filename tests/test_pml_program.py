@@ -200,6 +200,8 @@ def test_zero_steps_means_no_training(tmp_path):
   _check_outputs(tmp_path, "pml", summary)
   assert not (tmp_path / "train").exists()
   assert summary["pml"]["seconds_per_frame"] > 0
+  # PML writes overlays too (issue: "the PML programs write overlays").
+  assert (tmp_path / "overlays" / "val-000_sheet.png").stat().st_size > 0
 
 
 @pytest.mark.slow

@@ -395,7 +395,9 @@ def run(config, workdir, method):
   summary = {}
   variants = list(_timed_variants(method.variants(data), timer))
   variants.append(Variant(BASELINE, first_frame_baseline))
-  write_overlays = config.get("inference", {}).get("overlays", False)
+  # `inference.overlays` (FC-I3D, OSVOS, MaskTrack) or `eval.overlays` (PML).
+  write_overlays = any(config.get(section, {}).get("overlays", False)
+                       for section in ("inference", "eval"))
   final = variants[-2].name if len(variants) > 1 else None
   for variant in variants:
     summary[variant.name] = predict_and_evaluate(
