@@ -90,9 +90,16 @@ def test_2017_synthetic_keeps_ids_and_void(tmp_path):
   np.testing.assert_array_equal(record["masks"], folder["masks"])
   np.testing.assert_array_equal(record["frames"], folder["frames"])
   assert record["num_objects"] == folder["num_objects"]
-  cached = input_pipeline.TfdsSource(builder.as_data_source("val"),
-                                     in_memory=True)[0]
+  cached_source = input_pipeline.TfdsSource(builder.as_data_source("val"),
+                                            in_memory=True)
+  cached = cached_source[0]
   np.testing.assert_array_equal(cached["frames"], record["frames"])
+  # Clip access (PairBatches, make_dataset) equals the folder reader's.
+  folder_source = input_pipeline.DavisFolderSource(root, "val", year=2017)
+  assert cached_source.num_frames(0) == folder_source.num_frames(0) == 3
+  for got, want in zip(cached_source.read_clip(0, [2, 0]),
+                       folder_source.read_clip(0, [2, 0])):
+    np.testing.assert_array_equal(got, want)
 
 
 def test_missing_sequences_named_and_explicit_subset(synthetic_2016,

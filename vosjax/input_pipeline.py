@@ -163,6 +163,14 @@ class TfdsSource:
   def __getitem__(self, index):
     return self._cache[index] if self._cache is not None else self._read(index)
 
+  def num_frames(self, index):
+    return int(self[index]["frames"].shape[0])
+
+  def read_clip(self, index, frame_indices):
+    """`(frames [T, H, W, 3], ids [T, H, W])` of chosen frames."""
+    record = self[index]
+    return record["frames"][frame_indices], record["masks"][frame_indices]
+
   def _read(self, index):
     ex = self._source[index]
     # tfds decodes a Sequence of images to a list of [H, W, C] arrays.
