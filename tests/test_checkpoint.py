@@ -10,7 +10,6 @@ import logging
 import time
 
 import jax
-import numpy as np
 import pytest
 
 from orbax.checkpoint._src.path import async_path

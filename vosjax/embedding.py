@@ -293,25 +293,6 @@ def triplet_loss(model, variables, batch, margin, train_mode):
   return loss, new_stats, {"triplet": loss}
 
 
-def triplet_loss(model, variables, batch, margin, train_mode):
-  """Modified triplet loss averaged over the batch's videos.
-
-  Returns:
-    `(loss, new_batch_stats, metrics)`.
-  """
-  emb, new_stats = embed_samples(model, variables, batch, train=train_mode)
-  b, t, h, w, d = emb.shape
-  anchors = jnp.take_along_axis(emb[:, 0].reshape(b, h * w, d),
-                                batch["anchor_index"][..., None], 1)
-  refs = jnp.take_along_axis(emb[:, 1:].reshape(b, (t - 1) * h * w, d),
-                             batch["ref_index"][..., None], 1)
-  per_video = jax.vmap(
-      lambda a, al, r, rl: losses.modified_triplet_loss(a, al, r, rl, margin))(
-          anchors, batch["anchor_labels"], refs, batch["ref_labels"])
-  loss = jnp.mean(per_video)
-  return loss, new_stats, {"triplet": loss}
-
-
 def _resize(frames, scale):
   if scale == 1.0:
     return frames
