@@ -74,7 +74,7 @@ def _bar_chart(rows, sequences):
   names = list(rows)
   group = 12 * len(names) + 10
   top, bottom, left = 20 + 14 * (1 + len(names) // 4), 140, 50
-  width = max(60 + group * len(sequences), left + 260 * min(len(names), 4))
+  width = max(60 + group * len(sequences), left + 300 * min(len(names), 4))
   height = top + 280 + bottom
   img = np.full((height, width, 3), 255, np.uint8)
   plot_h = height - top - bottom
@@ -99,11 +99,11 @@ def _bar_chart(rows, sequences):
     img[y:y + label.shape[0], x0:x0 + label.shape[1]] = np.minimum(
         img[y:y + label.shape[0], x0:x0 + label.shape[1]], label)
   for m, name in enumerate(names):
-    x = left + 260 * (m % 4)
+    x = left + 300 * (m % 4)
     y = 14 + 14 * (m // 4)
     cv2.rectangle(img, (x, y - 9), (x + 10, y), colours[m % len(colours)], -1)
-    cv2.putText(img, f"{name} (J&F per sequence)" if m == 0 else name,
-                (x + 14, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    cv2.putText(img, name, (x + 14, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                (0, 0, 0), 1)
   return Image.fromarray(img)
 
 
