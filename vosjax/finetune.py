@@ -521,6 +521,18 @@ def _merge(outputs):
   return FinetuneResult(*merged)
 
 
+def sequence_keys(seed, seeds):
+  """`[S, 2]` raw keys, `fold_in(key(seed), seeds[s])` per sequence.
+
+  Callers pass per-sequence integers derived from the sequence's name
+  (`pipeline.name_seed`), so a sequence's randomness does not depend on the
+  other sequences fine-tuned with it.
+  """
+  base = jax.random.key(seed)
+  return jnp.stack([jax.random.key_data(jax.random.fold_in(base, s))
+                    for s in seeds])
+
+
 def broadcast(tree, num_sequences):
   """Stacks `num_sequences` copies of `tree` (e.g. the parent parameters)."""
   return jax.tree.map(

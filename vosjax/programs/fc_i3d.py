@@ -177,9 +177,8 @@ class FCI3DMethod:
         segmentation_loss, self.model,
         functools.partial(_fading_side_weight, fc.side_loss_weight,
                           fc.num_steps), False)
-    rngs = jnp.stack([jax.random.key_data(jax.random.fold_in(
-        jax.random.key(config.seed), pipeline.name_seed(seq.name)))
-                      for seq in sequences])
+    rngs = finetune.sequence_keys(
+        config.seed, [pipeline.name_seed(seq.name) for seq in sequences])
     result = finetune.finetune(
         loss_fn, tx, finetune.broadcast(self.parent["params"], num_seq),
         data, rngs, num_steps=fc.num_steps, batch_size=fc.batch_size,

@@ -202,9 +202,8 @@ class MaskTrackMethod:
     params = self.parent["params"]
     tx, _ = osvos_program.make_optimizer(fc, params, "online")
     loss_fn = _online_loss(self.model)
-    rngs = jnp.stack([jax.random.key_data(jax.random.fold_in(
-        jax.random.key(config.seed), pipeline.name_seed(seq.name, stream)))
-                      for seq in sequences])
+    rngs = finetune.sequence_keys(
+        config.seed, [pipeline.name_seed(seq.name, stream) for seq in sequences])
     result = finetune.finetune(
         loss_fn, tx, finetune.broadcast(params, len(sequences)), data, rngs,
         num_steps=fc.num_steps, batch_size=fc.batch_size,

@@ -156,9 +156,8 @@ class OSVOSMethod:
     params = self.parent["params"]
     tx, _ = make_optimizer(fc, params, "online")
     loss_fn = functools.partial(segmentation_loss, self.model, _no_sides)
-    rngs = jnp.stack([jax.random.key_data(jax.random.fold_in(
-        jax.random.key(config.seed), pipeline.name_seed(seq.name)))
-                      for seq in sequences])
+    rngs = finetune.sequence_keys(
+        config.seed, [pipeline.name_seed(seq.name) for seq in sequences])
     result = finetune.finetune(
         loss_fn, tx, finetune.broadcast(params, len(sequences)), data, rngs,
         num_steps=fc.num_steps, batch_size=fc.batch_size,
