@@ -2,13 +2,12 @@
 
 `python run.py --experiment=masktrack_davis16_cpu --config.data_dir=../shared/data/DAVIS`
 
-The recipe (masktrack_davis16) cut to about 45-60 minutes on 2 CPU cores
-(the first run shared its session's cores with other work), where a VGG16
-step costs about a second per 224x224 image (as osvos_davis16_cpu): the
-ImageNet trunk does most of the work, so 250 offline steps of 4 224 crops of
-the 9 train sequences with deformed masks, a short online stage (30 steps of
-2 224 crops of the half-resolution first frame), and propagation at 0.375
-scale
+The recipe (masktrack_davis16) cut to about 30 minutes on 2 idle CPU cores
+(the session that made the first run had that much left), where a VGG16 step
+costs about a second per 224x224 image (as osvos_davis16_cpu): the ImageNet
+trunk does most of the work, so 120 offline steps of 4 224 crops of the 9
+train sequences with deformed masks, a short online stage (15 steps of 2 224
+crops of the half-resolution first frame), and propagation at 0.375 scale
 (320x180: about 0.15 s a frame, 2 x 1,376 val frames for the offline and
 online variants), probabilities upsampled bilinearly to 854x480 before the
 threshold. The flow stream is off: its fine-tuning doubles the online stage,
@@ -25,16 +24,16 @@ def get_config():
   config = masktrack_davis16.get_config()
   config.data.train_sequences = _davis.CPU_PROTOCOL_TRAIN
   config.train.batch_size = 4
-  config.train.num_steps = 250
-  config.train.steps_per_epoch = 50
+  config.train.num_steps = 120
+  config.train.steps_per_epoch = 40
   config.train.crop_size = 224
-  config.train.checkpoint_every = 50
+  config.train.checkpoint_every = 40
   config.train.log_every = 10
 
   # Fine-tuning pools at half resolution: radius 5 * 0.5.
   config.deform.finetune_dilation_radius = 3
 
-  config.finetune.num_steps = 30
+  config.finetune.num_steps = 15
   config.finetune.batch_size = 2
   config.finetune.pool_size = 16
   config.finetune.scale = 0.5
