@@ -287,3 +287,12 @@ def _step_fn(model, two_stream):
 def run(config, workdir):
   """Runs MaskTrack through the shared pipeline; returns the summary."""
   return pipeline.run(config, workdir, MaskTrackMethod(config, workdir))
+
+
+def propagation_step(model, two_stream=False):
+  """The per-frame step `_segmenter` scans, for frame-by-frame use.
+
+  `step(variables, frame [1, h, w, 3] uint8, prev [1, h, w] float32) -> prob
+  [1, h, w]` in [0, 1] (`vosjax.segment`'s streaming processor).
+  """
+  return _step_fn(model, two_stream)
