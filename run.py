@@ -11,6 +11,18 @@ resume may only change logging, checkpoint cadence, fine-tuning, inference,
 evaluation and validation-sequence fields (`vosjax.workdir.RESUMABLE_FIELDS`);
 to change anything else use another --workdir or delete the folder.
 
+Several processes (hosts) run one job with `--coordinator_address`,
+`--num_processes` and `--process_id` (or none of them where
+`jax.distributed.initialize()` finds them, as on Cloud TPU): every process
+trains on its share of each global batch; process 0 holds the lock, writes
+`config.json`, the predictions and `summary.json`, and alone logs
+(`vosjax.distributed`). The workdir must be a folder every process sees.
+
+Compiled programs are kept in JAX's persistent compilation cache,
+`--compilation_cache` (default `$XDG_CACHE_HOME/vosjax/jax`, i.e.
+`~/.cache/vosjax/jax`; empty to turn it off), shared by every run and
+workdir: a second run compiles nothing the first compiled.
+
 Errors the user can act on print one line `run.py: ...` and exit non-zero:
 2 for a bad command line (unknown experiment or field, a bad value), 1 for a
 failed run (data, workdir busy or unusable, config differs from the
@@ -19,6 +31,7 @@ workdir's, NaN loss, checkpoint write or read).
 
 import logging as std_logging
 import os
+import pathlib
 import sys
 
 from absl import app
@@ -26,6 +39,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from vosjax import distributed
 from vosjax import experiments
 from vosjax import workdir as workdir_lib
 from vosjax.errors import InputError
@@ -62,6 +76,65 @@ flags.DEFINE_string(
     "in <workdir>/<experiment>/ (created if missing; one run at a time; a "
     "run in an existing one resumes, and must then keep the config fields "
     "that decide the trained model). The default is private to the user.")
+
+
+flags.DEFINE_string(
+    "coordinator_address", None,
+    "Several processes: host:port of process 0, where it serves JAX's "
+    "coordination (any free port), the same on every process. Leave "
+    "--coordinator_address, --num_processes and --process_id unset where "
+    "jax.distributed.initialize() finds them itself (Cloud TPU pod slices, "
+    "Slurm, Open MPI); unset and undetected means one process.")
+flags.DEFINE_integer(
+    "num_processes", None,
+    "Several processes: how many take part in the run.", lower_bound=1)
+flags.DEFINE_integer(
+    "process_id", None,
+    "Several processes: this process's index, 0 .. num_processes - 1; "
+    "process 0 writes the outputs.", lower_bound=0)
+
+
+def default_compilation_cache():
+  """`$XDG_CACHE_HOME/vosjax/jax` (default `~/.cache/vosjax/jax`)."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+      os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "vosjax", "jax")
+
+
+flags.DEFINE_string(
+    "compilation_cache", default_compilation_cache(),
+    "Folder of JAX's persistent compilation cache, shared by all runs and "
+    "workdirs (a later run loads the programs an earlier one compiled "
+    "instead of compiling them again); empty turns it off.")
+
+
+def configure_compilation_cache(path):
+  """Turns on JAX's persistent compilation cache in `path` ('' = off).
+
+  Every program is cached, whatever its compile time or size: on CPU most
+  of a demo's compilations take well under JAX's default threshold of 1 s
+  (`jax_persistent_cache_min_compile_time_secs`), and -1 for
+  `jax_persistent_cache_min_entry_size_bytes` drops any size limit (option
+  names as in jax/_src/config.py, JAX 0.10). A folder that cannot be created
+  only costs the cache (a warning), never the run.
+
+  Returns:
+    The cache folder, or None when off.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  if not path:
+    return None
+  path = pathlib.Path(path).expanduser().absolute()
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    logging.warning("--compilation_cache=%s: %s; compiling without the "
+                    "cache", path, e.strerror or e)
+    return None
+  jax.config.update("jax_compilation_cache_dir", str(path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+  return path
 
 
 def _usage_error(message):
@@ -127,6 +200,34 @@ class _QuietLibraries(std_logging.Filter):
     return True
 
 
+def _fail(error):
+  message = " ".join(str(error).split())  # One line, whatever the source.
+  print(f"run.py: {message}", file=sys.stderr)
+  sys.exit(1)
+
+
+def _claim_workdir(config, workdir, root, is_default):
+  """Prepares, locks and checks `workdir`; returns the `Lock` (or None).
+
+  Process 0 alone takes the lock and checks and writes `config.json`: one
+  run (all its processes) per workdir, and one writer of the stored config.
+  The others only create the folder, then learn process 0's outcome, so a
+  refused workdir stops every process before any training.
+  """
+  lock, error = None, None
+  try:
+    workdir_lib.prepare(workdir, private_root=root if is_default else None)
+    if distributed.is_writer():
+      lock = workdir_lib.lock(workdir)  # Held until the process exits.
+      workdir_lib.check_config(config, workdir)
+  except (InputError, RunError) as e:
+    error = e
+  distributed.writer_ok(error if distributed.is_writer() else None)
+  if error is not None:
+    raise error
+  return lock
+
+
 def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
@@ -141,17 +242,23 @@ def main(argv):
   is_default = os.path.abspath(root) == os.path.abspath(
       workdir_lib.default_workdir())
   try:
-    workdir_lib.prepare(workdir, private_root=root if is_default else None)
-    lock = workdir_lib.lock(workdir)  # Held until the process exits.
-    workdir_lib.check_config(config, workdir)
+    # Before any JAX computation (jax.distributed's requirement).
+    distributed.initialize(flags.FLAGS.coordinator_address,
+                           flags.FLAGS.num_processes, flags.FLAGS.process_id)
+  except InputError as e:
+    _usage_error(e)
+  if not distributed.is_writer():
+    logging.set_verbosity(logging.WARNING)  # Logs come from process 0.
+  configure_compilation_cache(flags.FLAGS.compilation_cache)
+  try:
+    lock = _claim_workdir(config, workdir, root, is_default)
     logging.info("experiment %s, workdir %s\n%s", flags.FLAGS.experiment,
                  workdir, config)
     experiments.get_program(config)(config, workdir)
   except (InputError, RunError) as e:
-    message = " ".join(str(e).split())  # One line, whatever the source.
-    print(f"run.py: {message}", file=sys.stderr)
-    sys.exit(1)
-  lock.release()
+    _fail(e)
+  if lock is not None:
+    lock.release()
 
 
 if __name__ == "__main__":

@@ -7,11 +7,15 @@ imported, so it is set here before anything imports jax.
 
 import os
 import pathlib
+import tempfile
 
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""),
      "--xla_force_host_platform_device_count=8"]).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# run.py keeps JAX's compilation cache under $XDG_CACHE_HOME: the runs tests
+# start (and notebooks) write to a fresh folder, not the user's cache.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="vosjax-test-cache-")
 
 import pytest  # pylint: disable=g-import-not-at-top
 

@@ -15,16 +15,16 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # Lowest first; a module's layer is that of its longest listed prefix.
 LAYERS = (
-    ("vosjax.errors", "vosjax.image", "vosjax.sharding"),
-    ("vosjax.davis_io", "vosjax.overlays", "vosjax.evaluation",
-     "vosjax.evaluate"),
+    ("vosjax.errors", "vosjax.image", "vosjax.sharding", "vosjax.distributed"),
+    ("vosjax.davis_io", "vosjax.overlays", "vosjax.video_io",
+     "vosjax.evaluation", "vosjax.evaluate"),
     ("vosjax.data", "vosjax.augment", "vosjax.input_pipeline"),
     ("vosjax.models", "vosjax.losses"),
     ("vosjax.checkpoint", "vosjax.train", "vosjax.finetune",
      "vosjax.inference", "vosjax.propagation", "vosjax.retrieval",
      "vosjax.interactive", "vosjax.embedding"),
     ("vosjax.pipeline", "vosjax.workdir", "vosjax.experiments"),
-    ("vosjax.programs", "vosjax.tools"),
+    ("vosjax.programs", "vosjax.tools", "vosjax.segment"),
 )
 
 

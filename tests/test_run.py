@@ -45,13 +45,16 @@ def test_helpfull_lists_experiment_and_workdir():
 
 
 def test_smoke_runs_with_override_and_learns(tmp_path):
+  cache = tmp_path / "jax_cache"
   result = _run("--experiment=smoke", f"--workdir={tmp_path}",
-                "--config.num_steps=150")
+                "--config.num_steps=150", f"--compilation_cache={cache}")
   assert result.returncode == 0, result.stderr
   import json  # pylint: disable=g-import-not-at-top
   metrics = json.loads((tmp_path / "smoke" / "metrics.json").read_text())
   # A constant predictor scores IoU ~0.1 on these disks; learning must beat it.
   assert metrics["test_iou"] > 0.5, metrics
+  # The persistent compilation cache holds the run's compiled programs.
+  assert len(list(cache.iterdir())) >= 3, sorted(cache.iterdir())
 
 
 # ---------------------------------------------------------------------------
@@ -244,3 +247,32 @@ def test_ci_script_removes_its_environment(tmp_path):
                           text=True, timeout=60)
   assert result.returncode == 3, result.stderr
   assert not list(scratch.iterdir())
+
+
+def test_compilation_cache_defaults_to_xdg_cache_home(monkeypatch):
+  import run  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("XDG_CACHE_HOME", "/x/cache")
+  assert run.default_compilation_cache() == "/x/cache/vosjax/jax"
+  monkeypatch.delenv("XDG_CACHE_HOME")
+  assert run.default_compilation_cache() == os.path.join(
+      os.path.expanduser("~"), ".cache", "vosjax", "jax")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--num_processes=0"], "--num_processes"),
+    (["--process_id=-1"], "--process_id"),
+    (["--num_processes=2", "--process_id=2",
+      "--coordinator_address=localhost:1"], "--process_id=2"),
+])
+def test_bad_multiprocess_flags_are_usage_errors(tmp_path, args, message):
+  line = _one_line(_run("--experiment=smoke", f"--workdir={tmp_path}",
+                        *args), code=2)
+  assert message in line, line
+  assert not (tmp_path / "smoke").exists()  # Stopped before the workdir.
+
+
+def test_helpfull_lists_the_multiprocess_and_cache_flags():
+  result = _run("--helpfull")
+  for flag in ("--coordinator_address", "--num_processes", "--process_id",
+               "--compilation_cache"):
+    assert flag in result.stdout, flag

@@ -5,6 +5,13 @@ A checkpoint is `<directory>/<step>/{state,data}`: the train state's arrays
 and the batch iterator's position as JSON, so a restarted run continues on
 exactly the batches an uninterrupted one would have seen.
 
+Several processes (`vosjax.distributed`) save and restore together: Orbax
+writes each array once and the JSON item from the primary process. The
+input position saved is process 0's; every process's is the same (grain's
+`next_index` counts that process's own clips, and all advance in step), but
+it means another position with another process count, so the number of
+processes is saved with it and a resume with a different number is refused.
+
 Failures are one line (`CheckpointError`): a save that fails in the
 background surfaces at the next `poll()` (every training step in
 `train.fit`) naming the path and the cause, and a corrupt newest checkpoint
@@ -20,6 +27,7 @@ from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
+from vosjax import distributed
 from vosjax.errors import RunError
 
 # Orbax writes a step into `<step>.orbax-checkpoint-tmp...` and renames it.
@@ -49,16 +57,35 @@ class CheckpointableIterator(Protocol):
     ...
 
 
+def _process_count():
+  return jax.process_count()
+
+
 def _encode_data_state(state):
   if isinstance(state, bytes):
-    return {"kind": "bytes", "value": base64.b64encode(state).decode("ascii")}
-  return {"kind": "json", "value": state}
+    saved = {"kind": "bytes", "value": base64.b64encode(state).decode("ascii")}
+  else:
+    saved = {"kind": "json", "value": state}
+  saved["process_count"] = _process_count()
+  return saved
 
 
 def _decode_data_state(saved):
   if saved["kind"] == "bytes":
     return base64.b64decode(saved["value"])
   return saved["value"]
+
+
+def _check_process_count(saved, directory, step):
+  """A resume must keep the number of processes (checkpoints before this
+  field was written are single-process ones)."""
+  count = saved.get("process_count", 1)
+  if count != _process_count():
+    raise CheckpointError(
+        f"checkpoint step {step} in {directory} was written by {count} "
+        f"processes, this run has {_process_count()}: the input position "
+        f"depends on it; resume with --num_processes={count} or use another "
+        f"--workdir to start over")
 
 
 def _one_line(exc):
@@ -177,8 +204,7 @@ class Checkpointer:
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract),
         data=ocp.args.JsonRestore()))
-    return (state.replace_from_checkpoint(restored["state"]),
-            _decode_data_state(restored["data"]))
+    return state.replace_from_checkpoint(restored["state"]), restored["data"]
 
   def restore(self, state, step=None):
     """`(state, data_state)` from `step` (default: newest readable), as `state`.
@@ -204,7 +230,9 @@ class Checkpointer:
         continue
       if failed:
         self._set_aside(s, failed)
-      return result
+      restored, saved = result
+      _check_process_count(saved, self.directory, s)
+      return restored, _decode_data_state(saved)
     newest, exc = failed[0]
     raise CheckpointError(
         f"no readable checkpoint in {self.directory} (tried steps "
@@ -216,7 +244,7 @@ class Checkpointer:
     """Renames unreadable checkpoints newer than `good_step`; logs one line."""
     self._manager.close()
     kept = []
-    for s, _ in failed:
+    for s, _ in failed if distributed.is_writer() else ():
       src = self.directory / str(s)
       dst = self.directory / f"{s}{_UNREADABLE_SUFFIX}"
       n = 1
@@ -226,6 +254,7 @@ class Checkpointer:
       if src.exists():
         src.rename(dst)
         kept.append(dst.name)
+    distributed.sync("vosjax:checkpoint_set_aside")  # Renamed for everyone.
     self._manager = self._open()
     s, exc = failed[0]
     logging.warning(

@@ -42,6 +42,7 @@ import jax
 import numpy as np
 
 from vosjax import davis_io
+from vosjax import distributed
 from vosjax import evaluation
 from vosjax import inference
 from vosjax import overlays
@@ -154,15 +155,21 @@ def data_root(config, workdir):
                                        "num_frames", "height", "width",
                                        "num_objects")}
     stamp = root / "settings.json"
-    if (not stamp.is_file()
-        or json.loads(stamp.read_text()) != json.loads(json.dumps(settings))):
-      shutil.rmtree(root, ignore_errors=True)
-      synthetic.generate(
-          root, year=dc.year, seed=dc.get("seed", 0),
-          splits=(("train", dc.num_train), ("val", dc.num_val)),
-          num_frames=dc.num_frames, height=dc.height, width=dc.width,
-          num_objects=dc.get("num_objects", 1))
-      davis_io.atomic_write(stamp, lambda f: json.dump(settings, f), mode="w")
+
+    def generate():
+      if (not stamp.is_file() or json.loads(stamp.read_text())
+          != json.loads(json.dumps(settings))):
+        shutil.rmtree(root, ignore_errors=True)
+        synthetic.generate(
+            root, year=dc.year, seed=dc.get("seed", 0),
+            splits=(("train", dc.num_train), ("val", dc.num_val)),
+            num_frames=dc.num_frames, height=dc.height, width=dc.width,
+            num_objects=dc.get("num_objects", 1))
+        davis_io.atomic_write(stamp, lambda f: json.dump(settings, f),
+                              mode="w")
+
+    # Several processes: process 0 writes the videos, the others read them.
+    distributed.writer_first(generate, "vosjax:synthetic_data")
     return root
   data_dir = config.get("data_dir", "")
   root = pathlib.Path(data_dir or ".").expanduser()
@@ -258,8 +265,10 @@ def training_source(config, data, workdir):
     logging.info("preparing tfds %s (%d %s sequences) from %s into %s, once",
                  builder.info.full_name, len(data.train), data.train_split,
                  data.root, tfds_dir)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(data.root)))
+  # Several processes: process 0 prepares, the others find it prepared.
+  distributed.writer_first(lambda: builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=str(data.root))),
+                           "vosjax:tfds_prepare")
   source = input_pipeline.TfdsSource(
       builder.as_data_source(data.train_split), in_memory=True)
   logging.info("training data: %d sequences ready in %.1f s", len(source),
@@ -380,7 +389,11 @@ def print_table(title, summary):
 
 
 def run(config, workdir, method):
-  """Runs a method end to end; returns the summary (also summary.json)."""
+  """Runs a method end to end; returns the summary (also summary.json).
+
+  With several processes, all of them train; process 0 alone then adapts,
+  predicts, evaluates and writes (the others return None).
+  """
   workdir = pathlib.Path(workdir)
   timer = StageTimer()
   evaluate_only = bool(config.get("evaluate_only", False))
@@ -390,6 +403,11 @@ def run(config, workdir, method):
   timer.done("data")
   method.train(data, workdir, evaluate_only=evaluate_only)
   timer.done("training")
+  if not distributed.is_writer():
+    # Training was the collective stage. Fine-tuning, prediction and
+    # evaluation run on process 0's devices (`sharding.make_mesh()` is
+    # process-local), which alone writes predictions and summary.json.
+    return None
   (workdir / SUMMARY_FILE).unlink(missing_ok=True)
   predictions = workdir / "predictions"
   summary = {}

@@ -36,6 +36,7 @@ import numpy as np
 import optax
 
 from vosjax import davis_io
+from vosjax import distributed
 from vosjax import sharding
 from vosjax.checkpoint import Checkpointer
 from vosjax.errors import InputError
@@ -368,7 +369,9 @@ def fit(state, train_step, batches, *, num_steps, workdir, rng, mesh=None,
     num_steps: total number of updates.
     workdir: output folder.
     rng: a `jax.random.key`, the same on every (re)start.
-    mesh: default `sharding.make_mesh()` (all devices).
+    mesh: default: every device of every process. With several processes
+      each feeds its own part of the global batch; process 0 alone writes
+      metrics.jsonl, and all of them write the checkpoints together.
     checkpoint_every: steps between checkpoints.
     log_every: steps between metric lines.
     log_every_secs: at most one console line per this many seconds (every
@@ -395,7 +398,8 @@ def fit(state, train_step, batches, *, num_steps, workdir, rng, mesh=None,
     _check_positive(name, value)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  mesh = sharding.make_mesh() if mesh is None else mesh
+  mesh = sharding.make_mesh(jax.devices()) if mesh is None else mesh
+  writer = distributed.is_writer()  # One writer of metrics.jsonl.
   rng = sharding.replicate(rng, mesh)
   state = sharding.replicate(state, mesh)
   metrics_path = workdir / METRICS_FILE
@@ -409,8 +413,9 @@ def fit(state, train_step, batches, *, num_steps, workdir, rng, mesh=None,
       last_good = int(jax.device_get(state.step))
       batches.set_state(data_state)
       logging.info("Resumed from step %d in %s", last_good, ckpt.directory)
-      _truncate_metrics(metrics_path, last_good)
-    elif metrics_path.exists():
+      if writer:
+        _truncate_metrics(metrics_path, last_good)
+    elif writer and metrics_path.exists():
       metrics_path.unlink()  # A fresh run: no stale lines from another run.
     step = int(jax.device_get(state.step))
     if step >= num_steps:
@@ -426,8 +431,8 @@ def fit(state, train_step, batches, *, num_steps, workdir, rng, mesh=None,
       except StopIteration:
         raise ValueError(f"the batch iterator ran out at step {step}; "
                          f"num_steps is {num_steps}") from None
-      clips += _batch_size(batch)
       batch = sharding.shard_batch(batch, mesh)
+      clips += _batch_size(batch)  # The global batch, over all processes.
       state, metrics = jitted(state, batch, rng)
       if acc is None:
         acc = _empty_acc(metrics)
@@ -456,8 +461,9 @@ def fit(state, train_step, batches, *, num_steps, workdir, rng, mesh=None,
         record.update(steps_per_sec=rate,
                       clips_per_sec=clips / max(now - t_last, 1e-9),
                       eta_sec=(num_steps - step) / rate)
-        with open(metrics_path, "a") as f:
-          f.write(json.dumps(record) + "\n")
+        if writer:
+          with open(metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
         if now - t_print >= log_every_secs or step == num_steps:
           logging.info("%s", _log_line(record, num_steps))
           t_print = now

@@ -138,4 +138,8 @@ class PMLMethod:
 
 def run(config, workdir):
   """Runs PML through the shared pipeline; returns the summary."""
+  if jax.process_count() > 1:
+    # embedding.PairBatches feeds every process the whole global batch.
+    raise InputError(f"PML runs in one process; got --num_processes="
+                     f"{jax.process_count()}")
   return pipeline.run(config, workdir, PMLMethod(config, workdir))
