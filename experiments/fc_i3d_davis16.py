@@ -40,6 +40,11 @@ def get_config():
   config.model.width_multiplier = 1.0
   config.model.conv_impl = "auto"
   config.model.init = "kinetics400"  # or "random"
+  # Computation dtype: "float32" (the papers' setting) or "bfloat16" (mixed
+  # precision for accelerators: bf16 convolutions, float32 parameters,
+  # optimiser state, batch-norm statistics, logits and loss; not in the
+  # paper, a speed option; see README "Running on GPU/TPU").
+  config.model.compute_dtype = "float32"
 
   config.train = ml_collections.ConfigDict()
   config.train.num_steps = 20000

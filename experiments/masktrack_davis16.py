@@ -30,6 +30,8 @@ def get_config():
 
   config.model = ml_collections.ConfigDict()
   config.model.init = "imagenet"  # or "random"
+  # "float32" (the paper) or "bfloat16" (mixed precision, as osvos_davis16).
+  config.model.compute_dtype = "float32"
   config.model.width_multiplier = 1.0
   config.model.side_features = 16  # OSVOS side_prep width (the network).
 

@@ -31,6 +31,11 @@ def get_config():
   config.model.init = "imagenet"  # or "random"
   config.model.width_multiplier = 1.0
   config.model.side_features = 16  # vgg_osvos.py side_prep: 16 channels.
+  # Computation dtype: "float32" (the papers' setting) or "bfloat16" (mixed
+  # precision for accelerators: bf16 convolutions, float32 parameters,
+  # optimiser state, batch-norm statistics, logits and loss; not in the
+  # paper, a speed option; see README "Running on GPU/TPU").
+  config.model.compute_dtype = "float32"
 
   config.train = ml_collections.ConfigDict()
   # train_parent.py: nEpochs = 240 over the 2,079 train frames, gradient

@@ -255,3 +255,123 @@ def test_learning_rate_multipliers_follow_the_released_sgd_groups():
       p, o = p[k], o[k]
     assert p == pytest.approx(want_parent) and o == pytest.approx(
         want_online), path
+
+
+# ---------------------------------------------------------------------------
+# Mixed precision (config.model.compute_dtype).
+
+# bfloat16's unit roundoff: 8 significant bits, so rounding to it changes a
+# value by at most 2^-8 relative.
+BF16_U = 2.0 ** -8
+
+
+def _rms(a):
+  return np.sqrt(np.mean(np.asarray(a, np.float64) ** 2))
+
+
+def test_bfloat16_forward_equals_float32_within_bf16_rounding():
+  """bf16 compute gives the float32 model's outputs within L * 2^-8 (RMS).
+
+  Reference: the same network and parameters in float32 (recomputed by hand
+  in the test above). Tolerance: every bfloat16 rounding (the normalised
+  input's cast, each conv's output, the features' upsampling; ReLU and max
+  pooling are exact) changes a value by at most u = 2^-8 relative; to first
+  order, with gains near 1, L roundings in sequence add up to at most
+  L * u relative (RMS over the map). L per tap (input, trunk convs up to
+  the tap, side_prep, then score_dsn for a side logit or the upsampling for
+  a side feature): conv2_2 7, conv3_3 10, conv4_3 13, conv5_3 16. The fuse
+  runs in float32: its error is at most sum_c |w_c| * L_c * u * rms(feat_c)
+  over the fused channels. Random errors typically add as sqrt(L) * u.
+  """
+  depth = {"conv2_2": 7, "conv3_3": 10, "conv4_3": 13, "conv5_3": 16}
+  x = np.random.default_rng(0).uniform(-1, 1, (2, 20, 28, 3)).astype(
+      np.float32)
+  model32, params = _tiny_model_and_params(x)
+  model16 = model32.clone(dtype=jnp.bfloat16)
+  fused32, ep32 = jax.jit(model32.apply)({"params": params}, x)
+  fused16, ep16 = jax.jit(model16.apply)({"params": params}, x)
+  assert ep16["conv5_3"].dtype == jnp.bfloat16
+  assert fused16.dtype == jnp.float32
+  assert all(s.dtype == jnp.float32
+             for s in ep16["side_logits"] + ep16["side_features"])
+  weights = np.asarray(params["fuse"]["kernel"]).reshape(len(osvos.TAPS), -1)
+  fuse_bound = 0.0
+  for i, tap in enumerate(osvos.TAPS):
+    bound = depth[tap] * BF16_U
+    for name in ("side_logits", "side_features"):
+      got, want = ep16[name][i], ep32[name][i]
+      err = _rms(np.asarray(got) - np.asarray(want)) / _rms(want)
+      assert 0 < err < bound, (tap, name, err)
+    feat = np.asarray(ep32["side_features"][i])
+    fuse_bound += sum(abs(w) * bound * _rms(feat[..., c])
+                      for c, w in enumerate(weights[i]))
+  assert 0 < _rms(np.asarray(fused16) - np.asarray(fused32)) < fuse_bound
+
+
+def test_bfloat16_train_step_keeps_float32_parameters():
+  """One OSVOS parent step (the program's loss and per-group SGD) with
+  compute_dtype=bfloat16: the loss, parameters and optimiser state come out
+  float32.
+
+  Traced with jax.eval_shape (dtypes without a compile: the backward pass
+  of even the tiny OSVOS compiles for ~10 s of CPU); FC-I3D's test runs a
+  real bf16 step and checks the values.
+  """
+  # pylint: disable=g-import-not-at-top
+  from vosjax import train
+  from vosjax.programs import osvos as program
+  # pylint: enable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  batch = {"frames": rng.uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32),
+           "labels": (rng.uniform(size=(2, 16, 16)) > 0.5).astype(
+               np.float32)}
+  _, params = _tiny_model_and_params(batch["frames"])
+  config = _config(width_multiplier=1 / 16, side_features=3, init="random",
+                   compute_dtype="bfloat16")
+  model = osvos.build_model(config)
+  assert model.dtype == jnp.bfloat16
+  tx, _ = program.make_optimizer({"learning_rate": 0.1, "momentum": 0.9},
+                                 params, "parent")
+  state = train.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  loss_fn = lambda *a: program.segmentation_loss(model, lambda s: 1.0, *a)
+  new_state, metrics = jax.eval_shape(
+      train.make_train_step(loss_fn), state, batch,
+      jax.random.key(0, impl="rbg"))
+  assert metrics["loss"].dtype == jnp.float32
+  for tree in ("params", "opt_state"):
+    leaves = [l for l in jax.tree.leaves(getattr(new_state, tree))
+              if jnp.issubdtype(l.dtype, jnp.floating)]  # Not step counts.
+    assert leaves and all(l.dtype == jnp.float32 for l in leaves), tree
+  assert (jax.tree.map(lambda l: l.shape, new_state.params)
+          == jax.tree.map(np.shape, params))
+
+
+def test_compute_dtype_reaches_masktrack_and_bad_dtype_is_one_line():
+  """MaskTrack's network (OSVOS, 4 input channels) takes compute_dtype too;
+  anything but float32 / bfloat16 is a one-line InputError naming the flag
+  (in build_model and in run.py's validate_config)."""
+  # pylint: disable=g-import-not-at-top
+  from experiments import osvos_davis16
+  from vosjax import experiments
+  from vosjax.models import masktrack
+  # pylint: enable=g-import-not-at-top
+  config = _config(width_multiplier=1 / 16, compute_dtype="bfloat16")
+  model = masktrack.build_model(config)
+  assert model.dtype == jnp.bfloat16
+  x = jax.ShapeDtypeStruct((1, 32, 32, masktrack.INPUT_CHANNELS), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), x)
+  assert all(l.dtype == jnp.float32 for l in jax.tree.leaves(variables))
+  fused, ep = jax.eval_shape(model.apply, variables, x)
+  assert fused.dtype == jnp.float32 and ep["conv1_1"].dtype == jnp.bfloat16
+
+  full = osvos_davis16.get_config()
+  assert full.model.compute_dtype == "float32"
+  full.model.compute_dtype = "float16"
+  for check in (lambda: osvos.build_model(full.model),
+                lambda: experiments.validate_config(full)):
+    with pytest.raises(InputError) as e:
+      check()
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith("--config.model.compute_dtype='float16'")
+    assert "bfloat16" in message

@@ -63,6 +63,22 @@ def test_resume_refuses_fields_that_decide_the_model(tmp_path):
   assert stored["train"]["num_steps"] == 120
 
 
+def test_fields_added_later_resume_at_the_value_old_runs_had(tmp_path):
+  """A config stored before `model.compute_dtype` existed ran in float32."""
+  workdir.check_config(_config(), tmp_path)  # Stored without the field.
+  (tmp_path / "parent").mkdir()
+  same = _config()
+  same.model.compute_dtype = "float32"
+  assert workdir.check_config(same, tmp_path) == []
+  (tmp_path / workdir.CONFIG_FILE).write_text(json.dumps(
+      workdir.config_to_dict(_config())))  # Old again.
+  bf16 = _config()
+  bf16.model.compute_dtype = "bfloat16"
+  with pytest.raises(workdir.WorkdirError,
+                     match=r"model.compute_dtype \"float32\" -> \"bfloat16\""):
+    workdir.check_config(bf16, tmp_path)
+
+
 def test_folder_without_results_takes_the_new_config(tmp_path):
   workdir.check_config(_config(), tmp_path)
   workdir.lock(tmp_path).release()  # .lock and config.json are no results.

@@ -52,10 +52,18 @@ def validate_config(config):
   `*_batch_size` or `*_every` must be a whole number >= 1 (0 divides by zero
   or builds an empty batch), every `num_steps` one >= 0 (0 means "no
   training" where a program allows it, e.g. pml; `train.fit` refuses 0).
+  Every field named `compute_dtype` must be one of
+  `vosjax.models.conv3d.COMPUTE_DTYPES` ("float32", "bfloat16").
   """
-  from vosjax import workdir  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from vosjax import workdir
+  from vosjax.models import conv3d
+  # pylint: enable=g-import-not-at-top
   for field, value in sorted(workdir.config_to_dict(config).items()):
     name = field.rsplit(".", 1)[-1]
+    if name == "compute_dtype":
+      conv3d.compute_dtype(value, flag=f"--config.{field}")
+      continue
     if name == "num_steps":
       low = 0
     elif name.endswith("batch_size") or name.endswith("_every"):

@@ -44,6 +44,12 @@ CONFIG_FILE = "config.json"
 # Config fields (dotted, fnmatch patterns) a resumed run may change: they do
 # not decide the trained model or the generated data, because every run
 # redoes these stages from the restored model.
+# Fields added after runs were stored, with the value that reproduces what
+# those runs did: a stored config without one resumes as if it had it.
+ADDED_FIELDS = {
+    "model.compute_dtype": "float32",  # Mixed precision (issue #20).
+}
+
 RESUMABLE_FIELDS = (
     "train.log_every",         # logging cadence
     "train.checkpoint_every",  # checkpoint cadence
@@ -220,6 +226,9 @@ def check_config(config, folder):
       raise WorkdirError(f"{path}: unreadable ({e}); use another --workdir "
                          f"or delete {folder}") from e
     stored = _flatten(stored)
+    for k, value in ADDED_FIELDS.items():
+      if k in current:
+        stored.setdefault(k, value)
     differ = [k for k in sorted(set(stored) | set(current))
               if stored.get(k, _ABSENT) != current.get(k, _ABSENT)]
     fixed = [k for k in differ if not is_resumable(k)]

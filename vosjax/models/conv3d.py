@@ -19,6 +19,11 @@ same parameters and numerics:
 'auto' picks 'fold_time' on CPU (measured above) and 'native' elsewhere
 (GPU/TPU are unmeasured in this repository so far: cuDNN has native 3-D
 kernels, so 'native' is the conservative default there).
+
+Mixed precision: every model takes a computation `dtype` (float32 or
+bfloat16, `COMPUTE_DTYPES`, from `config.model.compute_dtype` through
+`compute_dtype`) while its parameters stay float32; `Conv3D` casts its input
+and kernel to `dtype` and accumulates in it, as flax's `nn.Conv` does.
 """
 
 from typing import Any, Callable, Sequence
@@ -28,10 +33,28 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from vosjax.errors import InputError
+
 IMPLS = ('auto', 'native', 'fold_time')
 
 _DN_3D = ('NDHWC', 'DHWIO', 'NDHWC')
 _DN_2D = ('NHWC', 'HWIO', 'NHWC')
+
+
+# Computation dtypes a model may run in; parameters, optimiser state, batch
+# norm statistics, logits and losses stay float32 (mixed precision as in
+# Micikevicius et al., ICLR 2018; bfloat16 keeps float32's exponent range,
+# so no loss scaling is needed, unlike float16).
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+
+def compute_dtype(name: str,
+                  flag: str = '--config.model.compute_dtype') -> Any:
+  """The jnp dtype of a `COMPUTE_DTYPES` name; one-line InputError otherwise."""
+  if name not in COMPUTE_DTYPES:
+    raise InputError(f'{flag}={name!r}: expected one of '
+                     f"{', '.join(map(repr, COMPUTE_DTYPES))}")
+  return jnp.dtype(name)
 
 
 def resolve_impl(impl: str) -> str:
@@ -111,6 +134,8 @@ class Conv3D(nn.Module):
     use_bias: add a learned bias.
     impl: 'auto' | 'native' | 'fold_time'.
     kernel_init / bias_init: initialisers (nn.Conv's defaults).
+    dtype: computation (and output) dtype; None keeps the input's.
+      Parameters are float32 whatever it is.
   """
   features: int
   kernel_size: Sequence[int] = (1, 1, 1)
@@ -119,10 +144,13 @@ class Conv3D(nn.Module):
   impl: str = 'auto'
   kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
   bias_init: Callable[..., Any] = nn.initializers.zeros_init()
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """x: [B, T, H, W, Cin] -> [B, T', H', W', features]."""
+    if self.dtype is not None:
+      x = x.astype(self.dtype)
     kshape = (*self.kernel_size, x.shape[-1], self.features)
     kernel = self.param('kernel', self.kernel_init, kshape, jnp.float32)
     y = conv3d(x, kernel.astype(x.dtype), self.strides, self.impl)

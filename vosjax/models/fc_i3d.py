@@ -5,9 +5,14 @@ Convolutional I3D Network". The Kinetics-400 I3D backbone keeps everything up
 to its last tapped endpoint; each tap gets a side head (1x1x1 conv to 16
 channels, then a transposed 3-D conv back to the input's T x H x W) and a fuse
 layer (1x1x1 conv) combines the side logits, as in OSVOS/HED.
+
+Mixed precision (`dtype` bfloat16): the backbone, the side convs and the
+upsampling run in `dtype`; the 1-channel side logits are cast to float32 and
+the fuse (a 1x1x1 conv over them, negligible work) runs in float32, so every
+logit a loss sees is float32. Parameters stay float32.
 """
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -132,7 +137,8 @@ def transposed_conv3d(x, kernel, strides, impl="auto"):
 class BilinearUpsample3D(nn.Module):
   """Learnable transposed 3-D convolution initialised as trilinear upsampling.
 
-  Input `[B, t, h, w, C]`; output `[B, t*st, h*sh, w*sw, features]`.
+  Input `[B, t, h, w, C]`; output `[B, t*st, h*sh, w*sw, features]` in the
+  input's dtype (the float32 kernel is cast to it).
   """
   strides: Sequence[int]
   features: int = 1
@@ -167,11 +173,14 @@ class FCI3D(nn.Module):
     side_features: channels of each side head's 1x1x1 conv (16 in the paper).
     width_multiplier: backbone width (1.0 for the Kinetics weights).
     conv_impl: 3-D convolution implementation of the backbone.
+    dtype: computation dtype of the backbone and side heads (float32 or
+      bfloat16); parameters, batch-norm statistics and logits stay float32.
   """
   taps: Sequence[str] = PAPER_TAPS
   side_features: int = 16
   width_multiplier: float = 1.0
   conv_impl: str = "auto"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, *, train=False):
@@ -183,9 +192,10 @@ class FCI3D(nn.Module):
       train: batch norm in training mode (batch statistics, updated averages).
 
     Returns:
-      (fused_logits `[B, T, H, W, 1]`, endpoints) where endpoints holds
-      "side_logits" (a list of `[B, T, H, W, 1]`, one per tap, in tap order),
-      "fused_logits", and the backbone's endpoints.
+      (fused_logits `[B, T, H, W, 1]` float32, endpoints) where endpoints
+      holds "side_logits" (a list of `[B, T, H, W, 1]` float32, one per tap,
+      in tap order), "fused_logits", and the backbone's endpoints (in
+      `dtype`).
     """
     unknown = [t for t in self.taps if t not in TAP_STRIDES]
     if unknown or not self.taps:
@@ -203,16 +213,18 @@ class FCI3D(nn.Module):
                   mode="edge")
     _, endpoints = i3d.InceptionI3d(
         final_endpoint=last, width_multiplier=self.width_multiplier,
-        conv_impl=self.conv_impl, name="backbone")(x, train=train)
+        conv_impl=self.conv_impl, dtype=self.dtype, name="backbone")(
+            x, train=train)
     sides = []
     for tap in self.taps:
-      feat = nn.Conv(self.side_features, (1, 1, 1), name=f"side_{tap}")(
-          endpoints[tap])
+      feat = nn.Conv(self.side_features, (1, 1, 1), dtype=self.dtype,
+                     param_dtype=jnp.float32, name=f"side_{tap}")(
+                         endpoints[tap])
       up = BilinearUpsample3D(TAP_STRIDES[tap], 1, self.conv_impl,
                               name=f"upsample_{tap}")(feat)
-      sides.append(up[:, :t, :h, :w])
+      sides.append(up[:, :t, :h, :w].astype(jnp.float32))
     fused = nn.Conv(
-        1, (1, 1, 1), name="fuse",
+        1, (1, 1, 1), dtype=jnp.float32, name="fuse",
         kernel_init=nn.initializers.constant(1.0 / len(sides)))(
             jnp.concatenate(sides, axis=-1))
     endpoints = dict(endpoints, side_logits=sides, fused_logits=fused)

@@ -6,9 +6,14 @@ without bias + Sonnet-v1 batch norm (eps 1e-3, offset but no scale) + ReLU,
 all with TF 'SAME' padding. Parameter scopes are, for example,
 `Mixed_4b/Branch_2/Conv3d_0b_3x3/conv_3d/kernel` and
 `Mixed_4b/Branch_2/Conv3d_0b_3x3/batch_norm/{bias | mean, var}`.
+
+Mixed precision: `dtype` (float32 or bfloat16) is the computation dtype of
+every conv and batch norm; parameters and batch-norm statistics stay float32
+(flax's BatchNorm reduces in at least float32) and the classification logits
+are returned in float32.
 """
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -73,6 +78,7 @@ class Unit3D(nn.Module):
     use_bias: conv bias (only the logits layer has one).
     activation: apply ReLU.
     conv_impl: Conv3D implementation.
+    dtype: computation dtype (parameters stay float32).
   """
   features: int
   kernel_size: Sequence[int] = (1, 1, 1)
@@ -81,16 +87,19 @@ class Unit3D(nn.Module):
   use_bias: bool = False
   activation: bool = True
   conv_impl: str = 'auto'
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     """x: [B, T, H, W, C] -> [B, T', H', W', features]."""
     x = conv3d_lib.Conv3D(self.features, tuple(self.kernel_size),
                           tuple(self.strides), use_bias=self.use_bias,
-                          impl=self.conv_impl, name='conv_3d')(x)
+                          impl=self.conv_impl, dtype=self.dtype,
+                          name='conv_3d')(x)
     if self.use_batch_norm:
       x = nn.BatchNorm(use_running_average=not train, momentum=0.999,
-                       epsilon=1e-3, use_scale=False, name='batch_norm')(x)
+                       epsilon=1e-3, use_scale=False, dtype=self.dtype,
+                       param_dtype=jnp.float32, name='batch_norm')(x)
     if self.activation:
       x = nn.relu(x)
     return x
@@ -101,14 +110,15 @@ class _Branch(nn.Module):
   units: Sequence[tuple[str, int, tuple[int, int, int]]]
   pool_first: bool = False
   conv_impl: str = 'auto'
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     if self.pool_first:
       x = conv3d_lib.max_pool_3d(x, (3, 3, 3), (1, 1, 1))
     for name, features, kernel in self.units:
-      x = Unit3D(features, kernel, conv_impl=self.conv_impl, name=name)(
-          x, train=train)
+      x = Unit3D(features, kernel, conv_impl=self.conv_impl, dtype=self.dtype,
+                 name=name)(x, train=train)
     return x
 
 
@@ -116,6 +126,7 @@ class InceptionModule(nn.Module):
   """Inception block with four branches concatenated on channels."""
   widths: Sequence[int]
   conv_impl: str = 'auto'
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -130,8 +141,8 @@ class InceptionModule(nn.Module):
         ((('Conv3d_0b_1x1', w[5], one),), True),
     )
     outs = [
-        _Branch(units, pool_first, self.conv_impl, name=f'Branch_{i}')(
-            x, train=train)
+        _Branch(units, pool_first, self.conv_impl, self.dtype,
+                name=f'Branch_{i}')(x, train=train)
         for i, (units, pool_first) in enumerate(specs)]
     return jnp.concatenate(outs, axis=-1)
 
@@ -141,10 +152,11 @@ class _Logits(nn.Module):
   num_classes: int
   dropout_rate: float = 0.0
   conv_impl: str = 'auto'
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    """x: [B, T, H, W, C] -> [B, num_classes]."""
+    """x: [B, T, H, W, C] -> [B, num_classes] float32."""
     # DeepMind: VALID average pool, stride 1. The window is clipped to the
     # feature map so small inputs still work (no change for 224x224 inputs
     # with at least 9 frames, where Mixed_5c is [B, >=2, 7, 7, C]).
@@ -152,10 +164,11 @@ class _Logits(nn.Module):
     x = nn.avg_pool(x, window, strides=(1, 1, 1), padding='VALID')
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = Unit3D(self.num_classes, use_batch_norm=False, use_bias=True,
-               activation=False, conv_impl=self.conv_impl,
+               activation=False, conv_impl=self.conv_impl, dtype=self.dtype,
                name='Conv3d_0c_1x1')(x, train=train)
-    # Spatial squeeze (1x1 for 224 inputs) then the mean over time.
-    return jnp.mean(x, axis=(1, 2, 3))
+    # Spatial squeeze (1x1 for 224 inputs) then the mean over time, in
+    # float32 (logits feed a softmax / loss).
+    return jnp.mean(x.astype(jnp.float32), axis=(1, 2, 3))
 
 
 class InceptionI3d(nn.Module):
@@ -168,12 +181,15 @@ class InceptionI3d(nn.Module):
     width_multiplier: scales every channel count, max(1, int(c * m)); for
       tiny test models (the 400 logits are not scaled).
     conv_impl: Conv3D implementation ('auto' | 'native' | 'fold_time').
+    dtype: computation dtype, float32 or bfloat16 (feature endpoints come
+      out in it; parameters, batch-norm statistics and logits are float32).
   """
   num_classes: int = 400
   final_endpoint: str = 'Logits'
   dropout_rate: float = 0.0
   width_multiplier: float = 1.0
   conv_impl: str = 'auto'
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False
@@ -199,19 +215,20 @@ class InceptionI3d(nn.Module):
       if kind == 'unit':
         features, kernel, strides = spec
         net = Unit3D(scaled(features, m), kernel, strides,
-                     conv_impl=self.conv_impl, name=name)(net, train=train)
+                     conv_impl=self.conv_impl, dtype=self.dtype, name=name)(
+                         net, train=train)
       elif kind == 'pool':
         net = conv3d_lib.max_pool_3d(net, *spec)
       else:
         widths = tuple(scaled(c, m) for c in _MIXED[name])
-        net = InceptionModule(widths, self.conv_impl, name=name)(
+        net = InceptionModule(widths, self.conv_impl, self.dtype, name=name)(
             net, train=train)
       endpoints[name] = net
       if name == self.final_endpoint:
         return net, endpoints
 
     logits = _Logits(self.num_classes, self.dropout_rate, self.conv_impl,
-                     name='Logits')(net, train=train)
+                     self.dtype, name='Logits')(net, train=train)
     endpoints['Logits'] = logits
     if self.final_endpoint == 'Logits':
       return logits, endpoints

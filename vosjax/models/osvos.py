@@ -19,6 +19,12 @@ fuse kernels N(0, 0.001^2), zero biases; upsampling kernels bilinear and
 frozen (learning rate 0 in train_parent.py and train_online.py), which is
 `learn_upsampling=False` here: no parameters at all.
 
+Mixed precision (`dtype` bfloat16, `config.model.compute_dtype`): the trunk,
+side_prep and score_dsn convs and the feature upsampling run in `dtype`; the
+1-channel scores are cast to float32 before their upsampling and the
+upsampled side features before the fuse, which runs in float32, so every
+logit a loss sees is float32. Parameters stay float32.
+
 Deviation: OSVOS-PyTorch feeds Caffe-style BGR minus the mean (104.00699,
 116.66877, 122.67892) (dataloaders/davis_2016.py) to Caffe VGG weights; here
 the trunk carries torchvision's ImageNet weights and normalisation (RGB in
@@ -33,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vosjax.errors import InputError
+from vosjax.models import conv3d
 from vosjax.models import pretrained
 from vosjax.models import upsample
 from vosjax.models import vgg
@@ -52,11 +59,14 @@ class OSVOS(nn.Module):
       them fixed at bilinear).
     edge_mode: upsample.EDGE_MODES; "zeros" is the transposed convolution as
       released, "edge" the clamped bilinear resize.
+    dtype: computation dtype of the trunk and side convs (float32 or
+      bfloat16); parameters and all outputs named below stay float32.
   """
   width_multiplier: float = 1.0
   side_features: int = 16
   learn_upsampling: bool = False
   edge_mode: str = "zeros"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, *, train=False):
@@ -70,29 +80,31 @@ class OSVOS(nn.Module):
     Returns:
       (fused_logits `[B, H, W, 1]`, endpoints) with "side_logits" (list of 4
       `[B, H, W, 1]`, in TAPS order), "side_features" (list of 4
-      `[B, H, W, side_features]`, the fuse's inputs), "fused_logits", and the
-      trunk's endpoints.
+      `[B, H, W, side_features]`, the fuse's inputs), "fused_logits" (all
+      float32), and the trunk's endpoints (in `dtype`).
     """
     _, h, w, _ = x.shape
-    _, endpoints = vgg.VGG16(self.width_multiplier, name="vgg")(x, train=train)
+    _, endpoints = vgg.VGG16(self.width_multiplier, dtype=self.dtype,
+                             name="vgg")(x, train=train)
+    conv = dict(dtype=self.dtype, param_dtype=jnp.float32,
+                kernel_init=SIDE_INIT)
     features, sides = [], []
     for tap in TAPS:
       stride = vgg.ENDPOINT_STRIDES[tap]
       prep = nn.Conv(self.side_features, (3, 3), padding=((1, 1), (1, 1)),
-                     kernel_init=SIDE_INIT, name=f"side_prep_{tap}")(
-                         endpoints[tap])
-      score = nn.Conv(1, (1, 1), kernel_init=SIDE_INIT,
-                      name=f"score_dsn_{tap}")(prep)
+                     **conv, name=f"side_prep_{tap}")(endpoints[tap])
+      score = nn.Conv(1, (1, 1), **conv, name=f"score_dsn_{tap}")(prep)
+      score = score.astype(jnp.float32)
       up = dict(stride=stride, learnable=self.learn_upsampling,
                 edge_mode=self.edge_mode)
       # The trunk's ceil-mode pools give ceil(H / s) rows: the upsampled map
       # is at least H tall and starts on the input grid (crop the end only).
       features.append(upsample.BilinearUpsample2D(
-          **up, name=f"upscale_{tap}")(prep)[:, :h, :w])
+          **up, name=f"upscale_{tap}")(prep)[:, :h, :w].astype(jnp.float32))
       sides.append(upsample.BilinearUpsample2D(
           **up, name=f"upscale_score_{tap}")(score)[:, :h, :w])
-    fused = nn.Conv(1, (1, 1), kernel_init=SIDE_INIT, name="fuse")(
-        jnp.concatenate(features, axis=-1))
+    fused = nn.Conv(1, (1, 1), kernel_init=SIDE_INIT, dtype=jnp.float32,
+                    name="fuse")(jnp.concatenate(features, axis=-1))
     endpoints = dict(endpoints, side_logits=sides, side_features=features,
                      fused_logits=fused)
     return fused, endpoints
@@ -100,12 +112,14 @@ class OSVOS(nn.Module):
 
 def build_model(model_config):
   """OSVOS from `config.model` (width_multiplier, side_features, optional
-  learn_upsampling and edge_mode)."""
+  learn_upsampling, edge_mode and compute_dtype: "float32" by default or
+  "bfloat16", see conv3d.COMPUTE_DTYPES)."""
   get = model_config.get
   return OSVOS(width_multiplier=float(get("width_multiplier", 1.0)),
                side_features=int(get("side_features", 16)),
                learn_upsampling=bool(get("learn_upsampling", False)),
-               edge_mode=get("edge_mode", "zeros"))
+               edge_mode=get("edge_mode", "zeros"),
+               dtype=conv3d.compute_dtype(get("compute_dtype", "float32")))
 
 
 def init_variables(model, model_config, image_shape, rng):

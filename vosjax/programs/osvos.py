@@ -211,3 +211,9 @@ def _apply_fused(model):
 def run(config, workdir):
   """Runs OSVOS through the shared pipeline; returns the summary."""
   return pipeline.run(config, workdir, OSVOSMethod(config, workdir))
+
+
+def resize(images, scale, nearest=False):
+  """`[N, H, W(, 3)]` resized by `scale` as the OSVOS/MaskTrack segmenters
+  resize frames (INTER_AREA) and first masks (`nearest=True`)."""
+  return _resize(images, scale, nearest)
