@@ -1,23 +1,29 @@
 r"""Wall time of the DAVIS evaluator on the whole DAVIS 2016 val set.
 
   python benchmarks/bench_evaluate.py [--davis_path ../shared/data/DAVIS]
-      [--shift 3] [--repeats 3] [--check] [--baseline DIR]
+      [--shift 3] [--repeats 5] [--skip_check] [--threads] [--baseline DIR]
 
 Predictions are the ground truth shifted by `--shift` pixels (right and down)
 with one frame in ten emptied, written once as palette PNGs (as inference
-writes them) to a temp folder. The timed call is the full folder evaluation,
-PNG decoding and CSV/JSON writing included. `--check` also runs the plain
-transcription of the official code in tests/davis_reference.py (PIL decoding,
-whole-image seg2bmap and disk dilation, nothing from vosjax's metrics) and
-prints the largest difference of any per-object J-Mean / F-Mean and global
-figure, and its time.
+writes them) to a temp folder. Every timed run is the full folder evaluation
+(`evaluate_davis`: PNG decoding and CSV/JSON writing included) in a fresh
+process, `python -m vosjax.evaluate`'s situation (no JAX loaded: forked
+workers); --repeats runs give min / median / max of wall time and of CPU
+time (all threads and worker processes: less sensitive than wall time to
+other jobs on a shared machine), with the load average over the runs.
 
-`--baseline DIR` (another checkout of the repository, e.g. the last commit
-unpacked with `git archive HEAD | tar -x -C DIR`) times that tree's evaluator
-on the same predictions, alternating baseline and current run by run, each
-run in a fresh process (`python -m vosjax.evaluate`'s situation: no JAX
-loaded), so both see the same load on a shared machine. The figures of the
-two must be equal.
+Comparisons in the same run:
+  * the plain transcription of the official code in tests/davis_reference.py
+    (PIL decoding, whole-image seg2bmap and disk dilation, nothing from
+    vosjax's metrics), once: its time, the speed-up, and the largest
+    difference of any per-object J-Mean / F-Mean and global figure
+    (skipped with --skip_check; it takes ~45 s of CPU);
+  * `--threads`: the same evaluator with threads instead of processes (what
+    the programs get after training, with JAX loaded);
+  * `--baseline DIR` (another checkout, e.g. the last commit unpacked with
+    `git archive HEAD | tar -x -C DIR`): that tree's evaluator on the same
+    predictions. The variants alternate run by run, so all see the same
+    load; their figures must be equal.
 """
 
 import argparse
@@ -36,7 +42,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from tests import davis_reference
 from vosjax import davis_io
-from vosjax.evaluation import davis as evdavis
 from vosjax.evaluation import png
 
 
@@ -60,6 +65,8 @@ _CHILD = """
 import json, os, sys, time
 sys.path.insert(0, sys.argv[1])
 from vosjax.evaluation import davis
+if sys.argv[4] == "threads":
+  davis._fork_context = lambda: None  # What the programs get (JAX loaded).
 def cpu():  # this process and its (reaped) worker processes, all threads
   t = os.times()
   return t.user + t.system + t.children_user + t.children_system
@@ -70,34 +77,50 @@ print(json.dumps({"wall": time.perf_counter() - t0, "cpu": cpu() - c0,
 """
 
 
-def timed_run(tree, davis_path, res_dir):
+def timed_run(tree, davis_path, res_dir, mode="default"):
   """One evaluation by the code under `tree`, in a fresh process."""
   out = subprocess.run(
-      [sys.executable, "-c", _CHILD, str(tree), str(davis_path), str(res_dir)],
+      [sys.executable, "-c", _CHILD, str(tree), str(davis_path), str(res_dir),
+       mode],
       capture_output=True, text=True, check=True, cwd=str(tree))
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def paired(baseline, davis_path, res_dir, repeats):
-  current = pathlib.Path(__file__).resolve().parent.parent
-  runs = {"baseline": [], "current": []}
-  for _ in range(repeats):
-    for name, tree in (("baseline", baseline), ("current", current)):
-      runs[name].append(timed_run(tree, davis_path, res_dir))
-  for name, rs in runs.items():
-    walls = [r["wall"] for r in rs]
-    print(f"{name:9s} ({'HEAD tree' if name == 'baseline' else 'working tree'}"
-          f"): wall best {min(walls):.2f} s, median {np.median(walls):.2f} s "
-          f"over {len(walls)} fresh-process runs; CPU (all threads and "
-          f"processes) median {np.median([r['cpu'] for r in rs]):.2f} s; "
-          f"J&F-Mean "
-          f"{rs[0]['jf']:.6f}")
-  a, b = runs["baseline"][0]["results"], runs["current"][0]["results"]
+def _largest_difference(a, b):
   diff = max(abs(a["global"][k] - b["global"][k]) for k in a["global"])
   for name, r in a["sequences"].items():
     for k in ("J-Mean", "F-Mean"):
       diff = max(diff, abs(b["sequences"][name][k] - r[k]))
-  print(f"largest difference baseline vs current: {diff:.3g}")
+  return diff
+
+
+def _spread(values):
+  return (f"min {min(values):.2f} / median {np.median(values):.2f} / max "
+          f"{max(values):.2f} s")
+
+
+def compare(variants, davis_path, res_dir, repeats):
+  """Times `variants` [(name, tree, mode)] run by run, in fresh processes.
+
+  Alternating the variants within every repeat gives them the same load on a
+  shared machine. Prints wall and CPU (all threads and worker processes)
+  min / median / max, and the largest difference from the first variant.
+  """
+  runs = {name: [] for name, _, _ in variants}
+  loads = [os.getloadavg()[0]]
+  for _ in range(repeats):
+    for name, tree, mode in variants:
+      runs[name].append(timed_run(tree, davis_path, res_dir, mode))
+    loads.append(os.getloadavg()[0])
+  first = runs[variants[0][0]][0]["results"]
+  for name, rs in runs.items():
+    diff = _largest_difference(first, rs[0]["results"])
+    print(f"{name:18s}: wall {_spread([r['wall'] for r in rs])}; CPU "
+          f"{_spread([r['cpu'] for r in rs])} over {len(rs)} fresh-process "
+          f"runs; J&F-Mean {rs[0]['jf']:.6f}; largest difference from "
+          f"{variants[0][0]}: {diff:.3g}")
+  print(f"load avg (1 min) during these runs: {_spread(loads)[:-2]}")
+  return runs
 
 
 def main():
@@ -106,49 +129,45 @@ def main():
                   / "shared" / "data" / "DAVIS")
   parser.add_argument("--davis_path", default=str(default_root))
   parser.add_argument("--shift", type=int, default=3)
-  parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--check", action="store_true")
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--skip_check", action="store_true",
+                      help="skip the official-code transcription")
+  parser.add_argument("--threads", action="store_true",
+                      help="also time the thread pool the programs use "
+                      "(JAX loaded: no fork)")
   parser.add_argument("--baseline", default=None,
                       help="another checkout to time against, run by run")
   args = parser.parse_args()
   davis_path = pathlib.Path(args.davis_path)
   names = davis_io.read_split(davis_path, "val", 2016)
   n_frames = sum(len(davis_io.mask_paths(davis_path, s)) for s in names)
+  current = pathlib.Path(__file__).resolve().parent.parent
+  variants = [("current", current, "default")]
+  if args.threads:
+    variants.append(("current (threads)", current, "threads"))
+  if args.baseline:
+    variants.append(("baseline", pathlib.Path(args.baseline).resolve(),
+                     "default"))
   with tempfile.TemporaryDirectory() as tmp:
     res_dir = pathlib.Path(tmp)
     write_predictions(davis_path, res_dir, args.shift)
     print(f"DAVIS 2016 val: {len(names)} sequences, {n_frames} frames; "
           f"inflate: {png.inflate_backend()}; cpus: {os.cpu_count()}; "
           f"load avg: {os.getloadavg()[0]:.2f}")
-    times, cpu = [], []
-    for _ in range(args.repeats):
-      t0, c0 = time.perf_counter(), time.process_time()
-      results = evdavis.evaluate_davis(davis_path, res_dir, split="val",
-                                       year=2016, write=True)
-      times.append(time.perf_counter() - t0)
-      cpu.append(time.process_time() - c0)
-    # CPU time (all threads) is less sensitive than wall time to other jobs on
-    # a shared machine: wall ~= CPU / cores when the machine is otherwise idle.
-    print(f"vosjax.evaluation: wall best {min(times):.2f} s, median "
-          f"{np.median(times):.2f} s over {len(times)} runs "
-          f"({min(times) / n_frames * 1e3:.2f} ms/frame); main-process CPU best "
-          f"{min(cpu):.2f} s; J&F-Mean {results['global']['J&F-Mean']:.6f}; "
-          f"load avg after: {os.getloadavg()[0]:.2f}")
-    if args.baseline:
-      paired(pathlib.Path(args.baseline).resolve(), davis_path, res_dir,
-             args.repeats)
-    if args.check:
-      t0, c0 = time.perf_counter(), time.process_time()
+    runs = compare(variants, davis_path, res_dir, args.repeats)
+    if not args.skip_check:
+      t0 = time.perf_counter()
+      c0 = time.process_time()
       ref = official_like(davis_path, res_dir)
       t_ref = time.perf_counter() - t0
       c_ref = time.process_time() - c0
-      diff = max(abs(results["global"][k] - ref["global"][k])
-                 for k in ref["global"])
-      for name, r in ref["sequences"].items():
-        for k in ("J-Mean", "F-Mean"):
-          diff = max(diff, abs(results["sequences"][name][k] - r[k]))
-      print(f"official-code transcription: wall {t_ref:.2f} s, CPU "
-            f"{c_ref:.2f} s; largest difference {diff:.3g}")
+      cur = runs["current"]
+      diff = _largest_difference(ref, cur[0]["results"])
+      print(f"official-code transcription (one run, one thread): wall "
+            f"{t_ref:.2f} s, CPU {c_ref:.2f} s; current is "
+            f"{t_ref / np.median([r['wall'] for r in cur]):.1f}x faster "
+            f"(median wall), {c_ref / np.median([r['cpu'] for r in cur]):.1f}x"
+            f" less CPU; largest difference {diff:.3g}")
 
 
 if __name__ == "__main__":

@@ -313,6 +313,13 @@ def test_png_decoder_matches_pil(tmp_path, filters, color_type):
   path.write_bytes(_png_bytes(rows, color_type, filters))
   np.testing.assert_array_equal(davis_io.read_mask(path), rows)
   np.testing.assert_array_equal(png.decode_mask(path), rows)
+  # A view of the inflated rows only when no row is filtered; the same values.
+  out = np.zeros_like(rows)
+  got = png.decode_mask(path, out=out, allow_view=True)
+  np.testing.assert_array_equal(got, rows)
+  assert (got is not out) == (filters == [0])
+  with pytest.raises(davis_io.DavisFormatError, match="m.png"):
+    png.decode_mask(path, out=np.zeros((2, 3), np.uint8), allow_view=True)
 
 
 def test_png_decoder_zlib_fallback(tmp_path, monkeypatch):

@@ -92,6 +92,46 @@ def test_average_of_window_dependent_model_matches_naive_loop():
   np.testing.assert_allclose(out, total / count, rtol=1e-5, atol=1e-6)
 
 
+def test_balanced_batch_size_hand_cases():
+  """Hand-counted: fewest calls batch_size allows, windows spread evenly."""
+  bbs = inference.balanced_batch_size
+  assert bbs(12, 8) == 6  # 2 calls of 6, not 8 + 8 with 4 padding windows.
+  assert bbs(12, 4) == 4 and bbs(12, 1) == 1 and bbs(12, 12) == 12
+  assert bbs(13, 8) == 7  # 2 calls: 7 + 6 (one padding window).
+  assert bbs(5, 8) == 5  # One call of exactly the windows.
+  assert bbs(10, 8, multiple=2) == 6  # 2 calls of 5 -> 6 for 2 devices.
+  assert bbs(12, 8, multiple=8) == 8  # Cannot go below the device count.
+  for n in range(1, 40):
+    for b in range(1, 12):
+      size = bbs(n, b)
+      # Same number of calls as plain batches of b, never larger batches,
+      # and less than one padding window per call.
+      assert -(-n // size) == -(-n // b) and size <= b
+      assert -(-n // size) * size - n < -(-n // size)
+
+
+def test_larger_batch_computes_no_padding_windows():
+  """12 windows with batch_size 8: the model sees 2 batches of 6, and the
+  result equals batch_size 1's (the identity model, hand-checkable)."""
+  seen = []
+
+  def recording_identity(clips):
+    seen.append(clips.shape[0])  # At trace time: one entry per shape.
+    return clips.astype(jnp.float32) * 2
+
+  frames = np.random.default_rng(5).normal(size=(4, 6, 8, 1)).astype(
+      np.float32)
+  # 1 x 3 x 4 = 12 windows of 4 x 2 x 2.
+  kwargs = dict(tile=2, stride=2, clip_len=4, clip_stride=4)
+  out8 = inference.tiled_logits(recording_identity, frames, batch_size=8,
+                                **kwargs)
+  assert seen == [6]
+  out1 = inference.tiled_logits(recording_identity, frames, batch_size=1,
+                                **kwargs)
+  np.testing.assert_array_equal(np.asarray(out8), frames * 2)
+  np.testing.assert_array_equal(np.asarray(out1), np.asarray(out8))
+
+
 class _ToyFCN(nn.Module):
   """Two 3x3x3 SAME convs: receptive-field radius 2 on every axis."""
 

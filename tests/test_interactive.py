@@ -96,17 +96,30 @@ def _naive_1nn(emb, maps):
   return labels[refs[np.argmin(dist, -1)]].reshape(t, h, w)
 
 
-@pytest.mark.parametrize("ref_chunk", [512, 3])
-def test_incremental_1nn_equals_brute_force_with_ties(monkeypatch, ref_chunk):
-  """Each interaction's nearest kept and merged == brute force every time.
+def _tiny_blocks(monkeypatch):
+  """Reference blocks of 1-4 cells; from 5 references an update loops over
+  several blocks of 3, most with a partly padded last one."""
+  monkeypatch.setattr(interactive, "SMALL_BLOCK", 1)
+  monkeypatch.setattr(interactive, "MID_BLOCK", 2)
+  monkeypatch.setattr(interactive, "LARGE_FROM", 5)
+  monkeypatch.setattr(interactive, "LARGE_BLOCK", 3)
+
+
+@pytest.mark.parametrize("tiny_blocks", [False, True])
+def test_incremental_1nn_equals_brute_force_with_ties(monkeypatch,
+                                                      tiny_blocks):
+  """Support blocks kept and merged == brute force after every change.
 
   Reference: `_naive_1nn` (float64, ties to the lowest pool index) and
   `retrieval.segment_video` on the session's merged pool. Small-integer
   embeddings make distances exact and ties common; overlapping interactions
-  relabel cells; removals re-merge; the query count is not a multiple of the
-  tile and (ref_chunk 3) references span several device calls.
+  relabel cells (the scribble and the radius click add no new cells where
+  the mask lies); removals drop whole blocks or recompute the rest of one;
+  the query count is not a multiple of the tile and (tiny_blocks) references
+  span several blocks of a device loop.
   """
-  monkeypatch.setattr(interactive, "REF_CHUNK", ref_chunk)
+  if tiny_blocks:
+    _tiny_blocks(monkeypatch)
   rng = np.random.default_rng(0)
   emb = rng.integers(-2, 3, (3, 4, 5, 3)).astype(np.float32)
   session = interactive.InteractiveSession(emb, (32, 40), chunk_size=7)
@@ -143,3 +156,76 @@ def test_incremental_1nn_equals_brute_force_with_ties(monkeypatch, ref_chunk):
       np.asarray(session.segmentation(frames=[2])), full[2:3])
   session.clear()
   assert not np.asarray(session.segmentation(full_res=False)).any()
+
+
+def test_plan_blocks_pads_little_and_reuses_programs():
+  """Hand-computed plans: one block of 8 or a multiple of 64 below 512
+  references, then blocks of 256 padded to a power of two times 256 (one
+  compiled program per capacity)."""
+  assert interactive.plan_blocks(1) == (8, 1, 8)
+  assert interactive.plan_blocks(9) == (64, 1, 64)
+  assert interactive.plan_blocks(264) == (320, 1, 320)
+  assert interactive.plan_blocks(511) == (512, 1, 512)
+  assert interactive.plan_blocks(512) == (256, 2, 512)
+  assert interactive.plan_blocks(6420) == (256, 26, 8192)
+
+
+def test_only_new_reference_cells_cost_distances(monkeypatch):
+  """A click inside a masked frame adds no distance work; removing the mask
+  recomputes only the cells the click still covers.
+
+  Reference: `_naive_1nn` after every step; the counts are the cells the
+  support gains (hand-counted: a 4x5 frame is 20 cells).
+  """
+  _tiny_blocks(monkeypatch)
+  rng = np.random.default_rng(3)
+  emb = rng.integers(-2, 3, (2, 4, 5, 3)).astype(np.float32)
+  session = interactive.InteractiveSession(emb, (32, 40), chunk_size=7)
+  mask = np.zeros((32, 40), np.uint8)
+  mask[8:24, 8:32] = 1
+  m = session.add_mask(0, mask)
+  assert session.distance_cells == 20
+  session.add_click(0, 12, 12, 0, radius=8)  # Relabels cells: no distances.
+  assert session.distance_cells == 20
+  np.testing.assert_array_equal(
+      np.asarray(session.segmentation(full_res=False)),
+      _naive_1nn(emb, session.label_maps()))
+  session.remove(m)
+  clicked = int(np.sum(session.label_maps()[0] >= 0))
+  assert 1 < clicked < 20
+  assert session.distance_cells == 20 + clicked
+  np.testing.assert_array_equal(
+      np.asarray(session.segmentation(full_res=False)),
+      _naive_1nn(emb, session.label_maps()))
+
+
+def test_incremental_equals_float32_brute_force_on_random_embeddings():
+  """Random float embeddings: the labels are those of float32 brute force
+  (`retrieval.segment_video`) and the nearest distances those of
+  `retrieval.knn_search` up to float32 rounding.
+
+  Distances are not bitwise equal: XLA:CPU's matmul rounds differently for
+  different tile shapes (the previous session code differed in 30 of these
+  126 distances, this one in about as many), so labels can only differ where
+  two references lie within rounding of each other: float32 eps times
+  ||a||^2 + ||b||^2 (~32 here), i.e. ~4e-6 absolute near a distance of 0.
+  """
+  rng = np.random.default_rng(4)
+  emb = rng.normal(size=(3, 6, 7, 16)).astype(np.float32)
+  session = interactive.InteractiveSession(emb, (48, 56), chunk_size=32)
+  mask = np.zeros((48, 56), np.uint8)
+  mask[8:40, 16:40] = 1
+  session.add_mask(1, mask)
+  session.add_scribble(2, [[4, 4], [50, 40]], 2, thickness=8)
+  maps = session.label_maps()
+  pool = retrieval.pool_from_label_maps(jnp.asarray(emb), maps)
+  dist, _ = retrieval.knn_search(jnp.asarray(emb.reshape(-1, 16)), pool.emb,
+                                 pool.labels)
+  n = dist.shape[0]
+  np.testing.assert_allclose(np.asarray(session._merged[0][:n]),  # pylint: disable=protected-access
+                             np.asarray(dist[:, 0]), rtol=2e-6, atol=1e-5)
+  np.testing.assert_array_equal(
+      np.asarray(session.segmentation(full_res=False)),
+      retrieval.segment_video(emb, pool.emb, pool.labels))
+  np.testing.assert_array_equal(
+      np.asarray(session.segmentation(full_res=False)), _naive_1nn(emb, maps))

@@ -112,6 +112,25 @@ def _normalise(acc, count_t, count_h, count_w):
   return acc / count
 
 
+def balanced_batch_size(num_windows, batch_size, multiple=1):
+  """Windows per model call: as few calls as `batch_size` allows, balanced.
+
+  The last batch is padded with zero-weight windows that still cost a full
+  model call, so 12 windows in batches of 8 would compute 16. The same
+  number of calls, ceil(num_windows / batch_size), with the windows spread
+  evenly (2 x 6 here) pads fewer than one window per call (fewer than
+  `multiple` with the size rounded up to a multiple of the mesh's device
+  count), and never puts more windows in a call than asked. Every window's
+  logits are the model applied to that window alone, so the result does
+  not depend on the batch size (up to the float summation order of the
+  model's kernels).
+  """
+  num_batches = max(1, -(-num_windows // batch_size))
+  size = -(-num_windows // num_batches)
+  size = -(-size // multiple) * multiple
+  return min(size, batch_size)
+
+
 def _pair(value, name):
   if isinstance(value, int):
     return (value, value)
@@ -141,8 +160,10 @@ def tiled_logits(apply_fn, frames, *, params=None, tile=224, stride=100,
     clip_stride: temporal step between clips.
     margin: `(frames, rows, cols)` dropped at interior window borders (see
       the module docstring); 0 is plain averaging.
-    batch_size: windows per model call. The last batch is padded with
-      zero-weight windows, so the model compiles for one shape only.
+    batch_size: most windows per model call. The windows are spread evenly
+      over the fewest calls this allows (`balanced_batch_size`); the last
+      batch is padded with zero-weight windows, so the model compiles for
+      one shape only.
     pad_mode: `np.pad` mode for axes shorter than their window.
     mesh: optional `('data',)` mesh (`vosjax.sharding.make_mesh`): each batch of
       windows is split over its devices (batch_size must be a multiple of
@@ -173,6 +194,11 @@ def tiled_logits(apply_fn, frames, *, params=None, tile=224, stride=100,
   rows = [tuple(zip(*parts)) for parts in itertools.product(
       *[list(zip(p[1], p[2], p[3])) for p in plans])]
   starts, lo, hi = (np.array([r[k] for r in rows], np.int32) for k in range(3))
+  num_devices = 1 if mesh is None else mesh.devices.size
+  if batch_size % num_devices:
+    raise ValueError(f"batch_size {batch_size} must be a multiple of the "
+                     f"{num_devices} devices of the mesh")
+  batch_size = balanced_batch_size(len(rows), batch_size, num_devices)
   num_batches = -(-len(rows) // batch_size)
   extra = num_batches * batch_size - len(rows)
   # Padding windows: start 0, empty contribution range.
@@ -186,9 +212,6 @@ def tiled_logits(apply_fn, frames, *, params=None, tile=224, stride=100,
   if mesh is None:
     frames_dev, clip_sharding = jax.device_put(frames), None
   else:
-    if batch_size % mesh.devices.size:
-      raise ValueError(f"batch_size {batch_size} must be a multiple of the "
-                       f"{mesh.devices.size} devices of the mesh")
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     clip_sharding = jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec("data"))

@@ -58,18 +58,6 @@ SEQUENCE_COLUMNS = ("Sequence", "J-Mean", "F-Mean")
 TASKS = ("semi-supervised",)
 
 
-def _num_workers():
-  """(decoding threads, sequence threads) for the thread fallback.
-
-  PNG inflating, cv2 and most NumPy passes release the GIL, so threads share
-  part of the work of sequences across cores.
-  """
-  # One decoding thread per core: more only add GIL hand-offs (measured on
-  # 2 cores, DAVIS 2016 val: 2.61 s with 2 decoders, 2.80 s with 4).
-  cpus = os.cpu_count() or 1
-  return min(cpus, 8), min(cpus, 4)
-
-
 def _fork_context():
   """A 'fork' multiprocessing context when forking is safe here, else None.
 
@@ -78,7 +66,7 @@ def _fork_context():
   unlike 'spawn', which re-imports everything). Not after JAX is imported
   (its runtime threads make fork unsafe: the programs evaluate after
   training), not inside a daemon process (it cannot have children), and not
-  on platforms without fork: the thread pools are used there.
+  on platforms without fork: threads are used there.
   """
   if "jax" in sys.modules or multiprocessing.current_process().daemon:
     return None
@@ -87,62 +75,52 @@ def _fork_context():
   return multiprocessing.get_context("fork")
 
 
-class _Inline:
-  """A stand-in for an executor: `map` in the calling thread."""
-
-  @staticmethod
-  def map(fn, items):
-    return map(fn, items)
-
-
-def _evaluate_in_worker(args):
-  """One sequence in a worker process (decoding in its single thread)."""
-  return _evaluate_one(*args[:3], args[3], _Inline(), *args[4:])
+def _evaluate_job(job):
+  return _evaluate_one(*job)
 
 
 def _evaluate_all(davis_path, results_path, names, year, exclude_void,
                   listed):
-  """Per-object rows of all sequences, in `names` order."""
+  """Per-object rows of all sequences, in `names` order.
+
+  One sequence per task, on one worker per core: forked processes where
+  that is safe, else threads (PNG inflating, cv2 and the larger NumPy passes
+  release the GIL, so threads still overlap part of the work).
+  """
   jobs = [(davis_path, results_path, s, year, exclude_void,
            listed.get(s, ())) for s in names]
   cpus = os.cpu_count() or 1
-  ctx = _fork_context() if cpus > 1 and len(names) > 1 else None
-  if ctx is not None:
+  workers = min(cpus, len(names))
+  if workers <= 1:
+    per_seq = [_evaluate_job(job) for job in jobs]
+  else:
     # Longest sequences first, so no worker is left with a long one at the
     # end; results are collected in split order.
     def n_masks(s):
       folder = pathlib.Path(davis_path) / "Annotations" / "480p" / s
       return len(os.listdir(folder)) if folder.is_dir() else 0
     order = sorted(range(len(jobs)), key=lambda i: -n_masks(names[i]))
-    with concurrent.futures.ProcessPoolExecutor(
-        min(cpus, len(names)), mp_context=ctx) as ex:
-      futures = {i: ex.submit(_evaluate_in_worker, jobs[i]) for i in order}
+    ctx = _fork_context()
+    if ctx is not None:
+      ex = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx)
+    else:
+      ex = concurrent.futures.ThreadPoolExecutor(workers)
+    with ex:
+      futures = {i: ex.submit(_evaluate_job, jobs[i]) for i in order}
       try:
         per_seq = [futures[i].result() for i in range(len(jobs))]
       except BaseException:
         ex.shutdown(wait=True, cancel_futures=True)
         raise
-  else:
-    n_decode, n_seq = _num_workers()
-    with concurrent.futures.ThreadPoolExecutor(n_decode) as pool:
-      with concurrent.futures.ThreadPoolExecutor(n_seq) as seq_pool:
-        per_seq = list(seq_pool.map(
-            lambda job: _evaluate_one(*job[:4], pool, *job[4:]), jobs))
   return [row for seq_rows in per_seq for row in seq_rows]
 
 
-def _read_masks(paths, shape, pool, seq, what):
-  """Decodes `paths` into one `[T, H, W]` uint8 array (threads)."""
-  out = np.empty((len(paths),) + tuple(shape), np.uint8)
-
-  def decode(i):
-    try:
-      png.decode_mask(paths[i], out=out[i])
-    except davis_io.DavisFormatError as e:
-      raise davis_io.DavisFormatError(f"sequence {seq}: {what} {e}") from e
-
-  list(pool.map(decode, range(len(paths))))
-  return out
+def _decode(path, out, seq, what, allow_view=False):
+  """`png.decode_mask(path, out, allow_view)`, errors naming the sequence."""
+  try:
+    return png.decode_mask(path, out=out, allow_view=allow_view)
+  except davis_io.DavisFormatError as e:
+    raise davis_io.DavisFormatError(f"sequence {seq}: {what} {e}") from e
 
 
 def _split_mask_names(davis_path, split, year):
@@ -215,33 +193,56 @@ def _result_paths(results_path, seq, eval_names):
   return paths
 
 
-def _evaluate_one(davis_path, results_path, seq, year, pool, exclude_void,
-                  listed):
-  """Per-object figures of one sequence: list of (name, stats dict)."""
+def _evaluate_one(davis_path, results_path, seq, year, exclude_void, listed):
+  """Per-object figures of one sequence: list of (name, stats dict).
+
+  Frame by frame: each ground-truth / prediction pair is decoded into the
+  same two buffers and scored while it is in cache (no `[T, H, W]` arrays).
+  """
   gt_paths = davis_io.mask_paths(davis_path, seq)
   _check_ground_truth(davis_path, seq, gt_paths, listed)
   # Official: frame names come from the ground truth; the semi-supervised
   # task never reads the first and last frames of the results.
   pred_paths = _result_paths(results_path, seq,
                              [p.stem for p in gt_paths][1:-1])
-  shape = png.decode_mask(gt_paths[0]).shape
-  gt = _read_masks(gt_paths, shape, pool, seq, "ground truth")
-  pred = _read_masks(pred_paths, shape, pool, seq, "prediction")
+  first = _decode(gt_paths[0], None, seq, "ground truth")
+  shape = first.shape
+  g = np.empty(shape, np.uint8)
+  p = np.empty(shape, np.uint8)
+  # The last mask is not scored, but the official loader reads every mask.
+  _decode(gt_paths[-1], g, seq, "ground truth")
   if year == 2016:
-    # Binary: any nonzero value is object 1 (0/255 or palette {0, 1}).
-    np.not_equal(gt, 0, out=gt.view(bool))
-    np.not_equal(pred, 0, out=pred.view(bool))
+    first = first != 0
   # Official: N = the largest id of the first frame, void (255) excluded.
-  n_objects = metrics.num_objects(gt[0])
-  if pred.size and int(pred.max()) > n_objects:
-    bad = next(p for p, m in zip(pred_paths, pred) if int(m.max()) > n_objects)
-    raise davis_io.DavisFormatError(
-        f"sequence {seq}: {bad} has object id {int(pred.max())} but the "
-        f"sequence has {n_objects} object(s)")
-  # Only the evaluated (middle) frames of the results are read, as officially.
-  res = metrics.evaluate_sequence(
-      gt[1:-1], pred, exclude_void=exclude_void and year == 2017,
-      skip_first_last=False, n_objects=n_objects)
+  n_objects = metrics.num_objects(first)
+  rects = metrics.disk_rectangles(metrics.disk(metrics.bound_pix(*shape)))
+  void_2017 = exclude_void and year == 2017
+  j = np.ones((n_objects, len(pred_paths)))
+  f = np.ones((n_objects, len(pred_paths)))
+  for i, pred_path in enumerate(pred_paths):
+    gt = _decode(gt_paths[i + 1], g, seq, "ground truth")
+    # Only read: an unfiltered PNG's rows need not be copied into `p`.
+    pred = _decode(pred_path, p, seq, "prediction", allow_view=True)
+    if year == 2016:
+      # Binary: any nonzero value is object 1 (0/255 or palette {0, 1}).
+      gt = np.not_equal(gt, 0, out=g.view(bool)).view(np.uint8)
+      pred = np.not_equal(pred, 0, out=p.view(bool)).view(np.uint8)
+      top = 1 if n_objects else int(pred.max())  # Ids are now 0 or 1.
+    else:
+      top = int(pred.max())
+    if top > n_objects:
+      raise davis_io.DavisFormatError(
+          f"sequence {seq}: {pred_path} has object id {top} but the "
+          f"sequence has {n_objects} object(s)")
+    void = None
+    if void_2017:
+      void = gt == davis_io.VOID_LABEL
+      if not void.any():
+        void = None
+    metrics.score_frame(gt, pred, n_objects, rects, void,
+                        binary=year == 2016 and n_objects == 1,
+                        j_out=j[:, i], f_out=f[:, i])
+  res = metrics.sequence_statistics(j, f)
   out = []
   for k in range(n_objects):
     out.append((f"{seq}_{k + 1}",

@@ -129,17 +129,21 @@ def _crop_jf(gt, pred, void, rows, cols, rects):
   return j, _boundary_f(g, p, rects)
 
 
-def _bmap_crop(seg):
-  """`seg2bmap` of a 2-D bool mask (any strides): `[H, W]` bool, C order.
+def _bmap_crop(seg, out=None):
+  """`seg2bmap` of a 2-D bool mask (any strides): `[H, W]` bool.
 
   A pixel is a boundary pixel iff its 2x2 window (itself, right, lower,
   lower-right) is not uniform, i.e. iff its row differs from the right
   neighbour, or the next row does, or it differs from the pixel below:
   three XORs of neighbouring rows/columns instead of seg2bmap's three
   shifted copies. The last row/column/corner follow the official rule.
+
+  Args:
+    seg: `[H, W]` bool mask.
+    out: optional `[H, W]` bool array (any strides) to write into.
   """
   h, w = seg.shape
-  b = np.empty((h, w), bool)
+  b = np.empty((h, w), bool) if out is None else out
   horiz = seg[:, :-1] ^ seg[:, 1:]  # [H, W-1]
   vert = seg[:-1] ^ seg[1:]  # [H-1, W]
   np.bitwise_or(horiz[:-1], horiz[1:], out=b[:-1, :-1])
@@ -148,6 +152,22 @@ def _bmap_crop(seg):
   b[-1, :-1] = horiz[-1]  # last row: only the right neighbour
   b[-1, -1] = False
   return b
+
+
+def _padded_bmap(seg, pad):
+  """`_bmap_crop(seg)` inside a zero border: `[H + 2 pad, W + 2 pad + 1]`.
+
+  `pad` zero rows above and below, `pad` zero columns left and `pad + 1`
+  right. Zeros are exact there: pixels outside the crop have no boundary
+  (see `_boundary_f`) and pixels outside the image do not exist for
+  cv2.dilate. The extra right column makes a pixel's flat index in this
+  array equal to its top-left corner's flat index in the integral image of
+  `[:, :-1]` (whose rows are one longer), so `_matches` needs no division.
+  """
+  h, w = seg.shape
+  out = np.zeros((h + 2 * pad, w + 2 * pad + 1), bool)
+  _bmap_crop(seg, out=out[pad:pad + h, pad:pad + w])
+  return out
 
 
 def disk_rectangles(kernel):
@@ -175,35 +195,33 @@ def _matches(points, other, rects):
   are sparse, so this is far cheaper than dilating the whole frame.
 
   Args:
-    points: `[H, W]` bool C-contiguous boundary map whose pixels are tested.
-    other: `[H, W]` bool C-contiguous boundary map that is (virtually)
-      dilated.
+    points: `_padded_bmap` whose pixels are tested.
+    other: `_padded_bmap` of the same shape, (virtually) dilated. Both
+      padded by at least the disk's radius, so no rectangle leaves the
+      integral image and its four corners are fixed offsets from a pixel's
+      flat index.
     rects: `disk_rectangles(kernel)`.
   """
-  h, w = other.shape
-  stride = w + 1
-  integral = cv2.integral(other.view(np.uint8)).ravel()  # int32
+  stride = other.shape[1]  # The integral of [:, :-1] has rows this long.
+  integral = cv2.integral(other[:, :-1].view(np.uint8)).ravel()  # int32
   # nonzero is several times faster on bool than on uint8.
-  flat = np.flatnonzero(points)
-  ys, xs = np.divmod(flat, w)
+  idx = np.flatnonzero(points)
   hit = 0
   # Largest rectangles first; a pixel found near `other` is not tested again
   # (most are, for a decent prediction, after the first rectangle).
   for half_w, half_h in _by_area(rects):
-    if not ys.size:
+    if not idx.size:
       break
-    y0 = np.maximum(ys - half_h, 0) * stride
-    y1 = np.minimum(ys + half_h + 1, h) * stride
-    x0 = np.maximum(xs - half_w, 0)
-    x1 = np.minimum(xs + half_w + 1, w)
-    total = (integral[y1 + x1] - integral[y0 + x1]
-             - integral[y1 + x0] + integral[y0 + x0])
+    top, bottom = -half_h * stride, (half_h + 1) * stride
+    total = integral[idx + (bottom + half_w + 1)]
+    total -= integral[idx + (top + half_w + 1)]
+    total -= integral[idx + (bottom - half_w)]
+    total += integral[idx + (top - half_w)]
     found = total > 0
     n_found = int(np.count_nonzero(found))
     if n_found:
       hit += n_found
-      missed = ~found
-      ys, xs = ys[missed], xs[missed]
+      idx = idx[~found]
   return hit
 
 
@@ -227,8 +245,9 @@ def _boundary_f(g, p, rects):
   column are all zero in both masks, where seg2bmap's special case and the
   full rule both give 0.
   """
-  gb = _bmap_crop(g)
-  fb = _bmap_crop(p)
+  pad = _radius(rects)
+  gb = _padded_bmap(g, pad)
+  fb = _padded_bmap(p, pad)
   n_fg = np.count_nonzero(fb)
   n_gt = np.count_nonzero(gb)
   if n_fg == 0 and n_gt > 0:
@@ -243,6 +262,11 @@ def _boundary_f(g, p, rects):
   if precision + recall == 0:
     return 0.0
   return 2 * precision * recall / (precision + recall)
+
+
+def _radius(rects):
+  """The disk's radius: the largest half-extent of its rectangles."""
+  return max(max(r) for r in rects)
 
 
 def db_statistics(per_frame):
@@ -324,25 +348,20 @@ def evaluate_sequence(gt, pred, *, exclude_void=False, void=None,
     void = None
   t, h, w = gt.shape
   rects = disk_rectangles(disk(bound_pix(h, w)))
+  binary = _is_binary(gt, n_objects) and _is_binary(pred, n_objects)
   j = np.ones((n_objects, t))
   f = np.ones((n_objects, t))
-  for k in range(n_objects):
-    # Ground-truth void (255) never equals an object id 1..254: void pixels
-    # are background for every object, as officially.
-    g_all = _object_mask(gt, k + 1, n_objects)
-    p_all = _object_mask(pred, k + 1, n_objects)
-    # Bounding boxes of all frames at once (whole-sequence vector passes).
-    both = g_all | p_all
-    rows_any = both.any(axis=2)
-    cols_any = both.any(axis=1)
-    for i in range(t):
-      rows = _bbox_1d(rows_any[i])
-      if rows is None:
-        continue  # Both empty: J = F = 1.
-      j[k, i], f[k, i] = _crop_jf(g_all[i], p_all[i],
-                                  None if void is None else void[i], rows,
-                                  _bbox_1d(cols_any[i]), rects)
-  out = {"J": j, "F": f, "object_ids": np.arange(1, n_objects + 1)}
+  # Frame by frame: each frame's masks stay in cache for all their passes.
+  for i in range(t):
+    score_frame(gt[i], pred[i], n_objects, rects,
+                None if void is None else void[i], binary=binary,
+                j_out=j[:, i], f_out=f[:, i])
+  return sequence_statistics(j, f)
+
+
+def sequence_statistics(j, f):
+  """The figures of `evaluate_sequence` from per-frame `[N, T]` J and F."""
+  out = {"J": j, "F": f, "object_ids": np.arange(1, len(j) + 1)}
   for name, values in (("J", j), ("F", f)):
     stats = np.array([db_statistics(v) for v in values]).reshape(-1, 3)
     out[f"{name}-Mean"] = stats[:, 0]
@@ -351,9 +370,38 @@ def evaluate_sequence(gt, pred, *, exclude_void=False, void=None,
   return out
 
 
-def _object_mask(ids, k, n_objects):
-  """`ids == k` as `[T, H, W]` bool; a free view for binary uint8 input."""
-  if (n_objects == 1 and ids.dtype == np.uint8
-      and int(ids.max(initial=0)) <= 1):
-    return ids.view(bool)  # Binary (2016) masks: no comparison pass.
-  return ids == k
+def score_frame(gt, pred, n_objects, rects, void=None, *, binary=False,
+                j_out=None, f_out=None):
+  """J and F of objects 1..N in one frame.
+
+  Ground-truth void (255) never equals an object id 1..254: void pixels are
+  background for every object, as officially.
+
+  Args:
+    gt: `[H, W]` integer ground-truth ids.
+    pred: `[H, W]` integer predicted ids.
+    n_objects: N.
+    rects: `disk_rectangles(disk(bound_pix(H, W)))`.
+    void: optional `[H, W]` bool pixels to drop from both masks.
+    binary: both are uint8 holding only 0 and 1 and N == 1: their bool
+      views are the object's masks (no comparison pass).
+    j_out, f_out: optional `[N]` float arrays to write into.
+
+  Returns:
+    (j, f): `[N]` float64 arrays.
+  """
+  j = np.ones(n_objects) if j_out is None else j_out
+  f = np.ones(n_objects) if f_out is None else f_out
+  for k in range(n_objects):
+    if binary:
+      g, p = gt.view(bool), pred.view(bool)
+    else:
+      g, p = gt == k + 1, pred == k + 1
+    j[k], f[k] = frame_jf(g, p, void, rects)
+  return j, f
+
+
+def _is_binary(ids, n_objects):
+  """uint8 ids holding only 0 and 1, with one object: bool views are masks."""
+  return (n_objects == 1 and ids.dtype == np.uint8
+          and int(ids.max(initial=0)) <= 1)

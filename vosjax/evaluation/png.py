@@ -12,7 +12,6 @@ the result is always identical to PIL's palette indices / gray values.
 """
 
 import struct
-import sys
 import zlib
 
 import cv2
@@ -48,26 +47,30 @@ def _inflate(data, size):
 
 
 def _row_prefix_sum(f, out):
-  """Per-row running sum mod 256 of `[R, W]` uint8 into `out` (PNG 'Sub')."""
-  # All-zero rows stay zero (most rows of a mask): only the span of rows with
-  # a nonzero byte is summed. cv2.integral is a vectorised 2-D prefix sum;
-  # row r's running sums are the difference of two consecutive integral rows
-  # (int32, taken mod 256).
+  """Per-row running sum mod 256 of `[R, W]` uint8 into `out` (PNG 'Sub').
+
+  A mask's Sub-filtered bytes are zero except where a row changes value, so
+  only their bounding box is summed: rows outside it are zero, and columns
+  left of it are zero and right of it repeat the box's last column.
+  cv2.integral is a vectorised 2-D prefix sum; row r's running sums are the
+  difference of two consecutive integral rows (int32), whose low byte is
+  the sum mod 256 (written into uint8 by an unsafe cast, which keeps the low
+  byte).
+  """
   nz = np.flatnonzero(f.any(axis=1))
   if not nz.size:
     out[...] = 0
     return out
   a, b = nz[0], nz[-1] + 1
+  cols = np.flatnonzero(f[a:b].any(axis=0))
+  c, d = cols[0], cols[-1] + 1
   out[:a] = 0
   out[b:] = 0
-  integral = cv2.integral(np.ascontiguousarray(f[a:b]))
-  if sys.byteorder == "little":
-    # The low byte of a difference is the difference of the low bytes mod
-    # 256: subtract uint8 views of the int32 sums, no int32 temporary.
-    low = integral.view(np.uint8)[:, ::4]
-    np.subtract(low[1:, 1:], low[:-1, 1:], out=out[a:b])
-  else:  # pragma: no cover
-    out[a:b] = integral[1:, 1:] - integral[:-1, 1:]
+  out[a:b, :c] = 0
+  integral = cv2.integral(np.ascontiguousarray(f[a:b, c:d]))
+  np.subtract(integral[1:, 1:], integral[:-1, 1:], out=out[a:b, c:d],
+              casting="unsafe")
+  out[a:b, d:] = out[a:b, d - 1:d]
   return out
 
 
@@ -89,13 +92,17 @@ def _parse(buf, path):
   return ihdr, b"".join(idat)
 
 
-def decode_mask(path, out=None):
+def decode_mask(path, out=None, *, allow_view=False):
   """Raw mask values `[H, W]` uint8, identical to `davis_io.read_mask(path)`.
 
   Args:
     path: PNG file.
     out: optional `[H, W]` uint8 array to decode into (saves a copy); a mask
       of another size raises `davis_io.DavisFormatError` naming the file.
+    allow_view: when every row is unfiltered (PIL's palette masks), return a
+      read-only strided view of the inflated rows instead of copying them
+      into `out` (whose shape is still checked); callers that only read the
+      mask save a pass over it.
   """
   try:
     with open(path, "rb") as fh:
@@ -133,6 +140,8 @@ def decode_mask(path, out=None):
     out = np.empty((height, width), np.uint8)
   _check_shape(path, (height, width), out)
   filters = rows[:, 0]
+  if allow_view and not filters.any():
+    return rows[:, 1:]
   sub = filters == 1
   if sub.all():
     return _row_prefix_sum(rows[:, 1:], out)
