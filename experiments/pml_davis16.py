@@ -34,7 +34,7 @@ def get_config():
   _davis.add_davis2016_data(config)
 
   config.model = ml_collections.ConfigDict()
-  config.model.backbone = "resnet"  # or "i3d"
+  config.model.backbone = "resnet"  # or "vgg" (dense VGG16), "i3d"
   config.model.depth = 101
   config.model.width_multiplier = 1.0
   config.model.resnet_stage_blocks = ""  # e.g. "1,1,1,1" overrides depth
@@ -43,7 +43,9 @@ def get_config():
   config.model.hidden_dim = 256
   config.model.use_coords = True
   config.model.use_head = True
-  config.model.init = "random"  # "kinetics400" (i3d) or "npz" (resnet)
+  config.model.train_backbone = True  # False: only the head is trained
+  # "kinetics400" (i3d), "imagenet" (vgg) or "npz" (resnet).
+  config.model.init = "random"
   config.model.weights_path = ""
 
   config.train = ml_collections.ConfigDict()
@@ -70,6 +72,9 @@ def get_config():
   config.eval.name = "pml"  # predictions/<name>/
   config.eval.k = 1
   config.eval.online = True  # the paper's online adaptation
+  # Also the other online setting, from the same embeddings (a second
+  # variant named <name>_online or <name>_no_online).
+  config.eval.compare_online = False
   config.eval.online_capacity = 16384
   config.eval.online_max_add_per_frame = 1024
   config.eval.online_confidence_ratio = 0.5

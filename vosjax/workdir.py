@@ -48,6 +48,7 @@ CONFIG_FILE = "config.json"
 # those runs did: a stored config without one resumes as if it had it.
 ADDED_FIELDS = {
     "model.compute_dtype": "float32",  # Mixed precision (issue #20).
+    "model.train_backbone": True,  # PML's frozen-backbone option.
 }
 
 RESUMABLE_FIELDS = (

@@ -11,9 +11,11 @@ per frame by the caller (frame index / (num_frames - 1) * 2 - 1 by default
 over the clip), so frames embedded one at a time still get their place in the
 whole video.
 
-Backbones: 'resnet' (DeepLab-v2 ResNet, per frame) or 'i3d' (the Kinetics
-I3D of vosjax.models.i3d up to an endpoint; its temporal stride is undone by
-nearest repetition in time so every input frame gets an embedding).
+Backbones: 'resnet' (DeepLab-v2 ResNet, per frame), 'vgg' (ImageNet VGG16
+made dense, DeepLab-LargeFOV style: conv5_3 at stride 8, per frame; see
+vosjax.models.vgg) or 'i3d' (the Kinetics I3D of vosjax.models.i3d up to an
+endpoint; its temporal stride is undone by nearest repetition in time so
+every input frame gets an embedding).
 """
 
 from typing import Optional, Tuple
@@ -24,8 +26,10 @@ import jax.numpy as jnp
 
 from vosjax.models import i3d
 from vosjax.models import resnet
+from vosjax.models import vgg
 
-STRIDE = 8  # Spatial stride of the ResNet's and of I3D Mixed_3c's features.
+STRIDE = 8  # Spatial stride of the ResNet's, dense VGG16's and Mixed_3c's.
+BACKBONES = ("resnet", "vgg", "i3d")
 FULL_FRAME = (0.0, 0.0, 1.0, 1.0)  # A window: (y0, x0, y1, x1) fractions.
 
 
@@ -154,7 +158,7 @@ class PML(nn.Module):
   """Backbone + embedding head.
 
   Attributes:
-    backbone: 'resnet' or 'i3d'.
+    backbone: 'resnet', 'vgg' or 'i3d'.
     depth: ResNet depth (50 / 101).
     width_multiplier: backbone channel scale.
     resnet_stage_blocks: optional ResNet blocks per stage (overrides depth).
@@ -163,6 +167,9 @@ class PML(nn.Module):
     use_head: False leaves the embedding head out: the embeddings are the
       backbone features, L2-normalised (no parameters beyond the backbone's;
       the zero-training baseline on Kinetics I3D features).
+    train_backbone: False stops the gradient at the backbone's features, so
+      training moves the embedding head only (and costs no backbone
+      backward pass).
   """
   backbone: str = "resnet"
   depth: int = 101
@@ -173,6 +180,7 @@ class PML(nn.Module):
   hidden_dim: int = 256
   use_coords: bool = True
   use_head: bool = True
+  train_backbone: bool = True
 
   @nn.compact
   def __call__(self, video, *, times=None, window=None, train=False):
@@ -194,11 +202,15 @@ class PML(nn.Module):
       the head).
     """
     b, t = video.shape[:2]
-    if self.backbone == "resnet":
-      feats, endpoints = resnet.ResNet(
-          self.depth, self.width_multiplier, self.resnet_stage_blocks,
-          name="resnet")(
-              video.reshape(b * t, *video.shape[2:]), train=train)
+    if self.backbone in ("resnet", "vgg"):
+      frames = video.reshape(b * t, *video.shape[2:])
+      if self.backbone == "resnet":
+        net = resnet.ResNet(self.depth, self.width_multiplier,
+                            self.resnet_stage_blocks, name="resnet")
+      else:
+        net = vgg.VGG16(self.width_multiplier, output_stride=STRIDE,
+                        name="vgg")
+      feats, endpoints = net(frames, train=train)
       feats = feats.reshape(b, t, *feats.shape[1:])
     elif self.backbone == "i3d":
       feats, endpoints = i3d.InceptionI3d(
@@ -210,7 +222,9 @@ class PML(nn.Module):
       feats = jnp.repeat(feats, reps, axis=1)[:, :t]
     else:
       raise ValueError(f"unknown PML backbone {self.backbone!r} "
-                       "(expected 'resnet' or 'i3d')")
+                       f"(expected one of {BACKBONES})")
+    if not self.train_backbone:
+      feats = jax.lax.stop_gradient(feats)
     endpoints = dict(endpoints)
     endpoints["features"] = feats
     if not self.use_head:

