@@ -18,7 +18,6 @@ each run's `summary.json` under `<out>/<dreaming>/`.
 
 import argparse
 import contextlib
-import importlib
 import importlib.util
 import json
 import pathlib
@@ -30,6 +29,7 @@ import types
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from vosjax import experiments  # pylint: disable=g-import-not-at-top
 from vosjax import pipeline  # pylint: disable=g-import-not-at-top
 from vosjax.augment import lucid  # pylint: disable=g-import-not-at-top
 from vosjax.programs import fc_i3d  # pylint: disable=g-import-not-at-top
@@ -89,8 +89,7 @@ def main():
   rows = {}
   for name in args.dreaming.split(","):
     module = {"old": old_lucid, "new": lambda: lucid}[name]()
-    config = importlib.import_module(
-        f"experiments.{args.experiment}").get_config()
+    config = experiments.load_config(args.experiment)
     config.data_dir = args.data_dir
     config.data.val_sequences = args.sequences
     config.evaluate_only = True

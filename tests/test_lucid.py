@@ -81,25 +81,6 @@ def _texture_ratio(image, hole):
   return g[inner].mean() / g[ring].mean()
 
 
-def test_tps_interpolates_and_keeps_affine():
-  """Bookstein's TPS: exact at the control points, exact on affine data."""
-  rng = np.random.default_rng(0)
-  points = rng.uniform(0, 50, size=(9, 2))
-  values = rng.normal(size=(9, 2))
-  spline = lucid.tps_fit(points, values)
-  np.testing.assert_allclose(lucid.tps_eval(spline, points), values,
-                             atol=1e-8)
-  # Hand-made affine map: the bending part must vanish, so the spline is
-  # the map itself everywhere, not only at the points.
-  a = np.array([[0.3, -1.2], [0.7, 0.1]])
-  b = np.array([2.0, -5.0])
-  spline = lucid.tps_fit(points, points @ a.T + b)
-  x = rng.uniform(-20, 70, size=(30, 2))
-  np.testing.assert_allclose(lucid.tps_eval(spline, x), x @ a.T + b,
-                             atol=1e-7)
-  np.testing.assert_allclose(spline[1], 0, atol=1e-9)
-
-
 def _object_track(info, obj_id, centroid):
   """Frame-by-frame position of the object's frame-0 centroid, `[K, 2]`."""
   c = np.append(centroid, 1.0)

@@ -17,28 +17,6 @@ def _disk_mask(shape, centre, radius):
   return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius ** 2
 
 
-def test_tps_interpolates_and_reproduces_affine_maps():
-  """Reference: the TPS definition (interpolation at the control points; an
-  affine map is reproduced exactly, its bending energy being zero)."""
-  rng = np.random.default_rng(0)
-  src = rng.uniform(0, 50, size=(5, 2))
-  dst = src + rng.uniform(-5, 5, size=(5, 2))
-  params = md.fit_tps(src, dst, regularization=0.0)
-  np.testing.assert_allclose(md.evaluate_tps(params, src, src), dst,
-                             atol=1e-6)
-  a = np.array([[1.1, 0.2], [-0.1, 0.9]])
-  params = md.fit_tps(src, src @ a + [3.0, -2.0], regularization=0.0)
-  pts = rng.uniform(0, 50, size=(20, 2))
-  np.testing.assert_allclose(md.evaluate_tps(params, src, pts),
-                             pts @ a + [3.0, -2.0], atol=1e-6)
-  rows, cols = np.arange(3, 9), np.arange(5, 12)
-  grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), -1)
-  np.testing.assert_allclose(
-      md.evaluate_tps_grid(params, src, rows, cols),
-      md.evaluate_tps(params, src, grid.reshape(-1, 2).astype(float))
-      .reshape(grid.shape), atol=1e-9)
-
-
 def test_affine_box_change_within_the_reference_ranges():
   """Box size x(1 +- 5%) and shift <= 10% of the box (+1 px rounding), over
   many seeds (augment_image_and_mask.m: scaleRatio 5, shift +-0.1)."""

@@ -8,8 +8,14 @@ Nothing needs registering: adding a file adds an experiment.
 
 import ast
 import importlib
+import importlib.util
 import os
 import pathlib
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+from ml_collections.config_flags import config_path
 
 from vosjax.errors import InputError
 
@@ -30,6 +36,65 @@ def experiment_path(name, directory=EXPERIMENTS_DIR):
     raise ValueError(
         f"unknown experiment {name!r}; available: {', '.join(names)}")
   return os.fspath(pathlib.Path(directory) / f"{name}.py")
+
+
+def load_config(name, directory=EXPERIMENTS_DIR):
+  """`experiments/<name>.py:get_config()`, loaded by path as run.py's
+  `config_flags.DEFINE_config_file` loads it.
+
+  Experiment files import each other as `experiments.x`, so the folder above
+  `directory` (the repository root) is put on `sys.path` if missing.
+
+  Raises:
+    ValueError: unknown `name`, naming the choices.
+  """
+  path = experiment_path(name, directory)
+  root = os.fspath(pathlib.Path(directory).resolve().parent)
+  if root not in sys.path:
+    sys.path.insert(0, root)
+  spec = importlib.util.spec_from_file_location(f"_vosjax_experiment_{name}",
+                                                path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def override_config(config, overrides):
+  """Sets `{"a.b": value}` fields of `config` in place and returns it.
+
+  String values are parsed to the field's type by ml_collections' own
+  `--config.a.b=value` parsers, exactly as run.py's command line is; other
+  values are assigned (the ConfigDict checks their type).
+
+  Raises:
+    ValueError: one line naming the field: no such field, or a value that
+      does not parse or has the wrong type.
+  """
+  args = []
+  for field, value in (overrides or {}).items():
+    try:
+      config_path.get_value(field, config)
+    except (KeyError, AttributeError, IndexError):
+      raise ValueError(f"--config.{field}: no such field") from None
+    if isinstance(value, str):
+      args.append(f"--config.{field}={value}")
+      continue
+    holder, _, leaf = field.rpartition(".")
+    try:
+      (config_path.get_value(holder, config) if holder else config)[leaf] = (
+          value)
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"--config.{field}={value!r}: {e}") from None
+  if args:
+    argv = ["override_config"] + args
+    parsed = flags.FlagValues()
+    try:
+      config_flags.DEFINE_config_dict("config", config, flag_values=parsed,
+                                      lock_config=False, sys_argv=argv)
+      parsed(argv)
+    except (flags.Error, TypeError, ValueError) as e:
+      raise ValueError(str(e).splitlines()[0]) from None
+  return config
 
 
 def describe(name, directory=EXPERIMENTS_DIR):

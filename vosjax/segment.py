@@ -37,7 +37,6 @@ Only causal information is used, so PML's I3D clips see the past
 
 import contextlib
 import importlib
-import importlib.util
 import json
 import pathlib
 import sys
@@ -122,63 +121,31 @@ def load_run_config(run_dir):
 
 
 def experiment_config(name):
-  """`experiments/<name>.py:get_config()`, loaded by path like run.py does."""
+  """`experiments/<name>.py:get_config()` (`experiments.load_config`)."""
   try:
-    path = experiments.experiment_path(name)
+    return experiments.load_config(name)
   except ValueError as e:
     raise SegmentError(f"--experiment: {e}") from e
-  # Experiment files import each other as `experiments.x`: the repository
-  # root must be importable (run.py has it as its own folder).
-  root = str(experiments.EXPERIMENTS_DIR.parent)
-  if root not in sys.path:
-    sys.path.insert(0, root)
-  spec = importlib.util.spec_from_file_location(f"_vosjax_exp_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
-def _parse_value(old, text):
-  if not isinstance(text, str):
-    return text
-  if isinstance(old, bool):
-    if text.lower() not in ("true", "false", "1", "0"):
-      raise ValueError(f"expected true or false, got {text!r}")
-    return text.lower() in ("true", "1")
-  if isinstance(old, int):
-    return int(text)
-  if isinstance(old, float):
-    return float(text)
-  if isinstance(old, (list, tuple)):
-    return type(old)(type(old[0])(v) if old else v
-                     for v in pipeline.names(text))
-  return text
 
 
 def apply_overrides(config, overrides, trained):
-  """Sets dotted fields (`{"eval.scale": 0.5}`) on `config`, in place.
+  """Sets dotted fields (`{"eval.scale": 0.5}`) on `config`, in place
+  (`experiments.override_config`: strings parsed as on run.py's command line).
 
   On a trained run only the fields a resume may change
   (`workdir.RESUMABLE_FIELDS`: fine-tuning, inference, evaluation) are
   allowed: the others decide the restored model.
   """
-  for field, value in (overrides or {}).items():
+  overrides = overrides or {}
+  for field in overrides:
     if trained and not workdir_lib.is_resumable(field):
       raise SegmentError(
           f"--config.{field}: a trained run's {field} decides its checkpoint;"
           f" only {', '.join(workdir_lib.RESUMABLE_FIELDS)} may change")
-    *parents, leaf = field.split(".")
-    node = config
-    try:
-      for p in parents:
-        node = node[p]
-      old = node[leaf]
-    except (KeyError, AttributeError, TypeError):
-      raise SegmentError(f"--config.{field}: no such field") from None
-    try:
-      node[leaf] = _parse_value(old, value)
-    except (TypeError, ValueError) as e:
-      raise SegmentError(f"--config.{field}={value!r}: {e}") from None
+  try:
+    experiments.override_config(config, overrides)
+  except ValueError as e:
+    raise SegmentError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------

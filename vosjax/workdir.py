@@ -47,7 +47,8 @@ CONFIG_FILE = "config.json"
 # Fields added after runs were stored, with the value that reproduces what
 # those runs did: a stored config without one resumes as if it had it.
 ADDED_FIELDS = {
-    "model.compute_dtype": "float32",  # Mixed precision (issue #20).
+    # Mixed precision (issue #20): runs stored before it computed in float32.
+    "model.compute_dtype": "float32",
     "model.train_backbone": True,  # PML's frozen-backbone option.
 }
 

@@ -44,6 +44,7 @@ from scipy import sparse
 from scipy.sparse import linalg as sparse_linalg
 
 from vosjax.augment import crops
+from vosjax.augment import tps
 
 # cv2 spawns its own thread pool per call; the callers already parallelise
 # over sequences, and the shared CPUs are few.
@@ -199,43 +200,6 @@ def _cached_background(frame, mask, config):
       _CACHE.popitem(last=False)
   _CACHE.move_to_end(key)
   return _CACHE[key]
-
-
-def tps_fit(points, values):
-  """Thin-plate spline through `values` at `points` (Bookstein 1989).
-
-  f(x) = a0 + a1 x + a2 y + sum_i w_i U(|x - p_i|), U(r) = r^2 log r^2,
-  with sum w_i = 0 and sum w_i p_i = 0.
-
-  Args:
-    points: `[n, 2]` float control points (n >= 3, not collinear).
-    values: `[n, c]` float values at the points.
-
-  Returns:
-    (points, weights `[n, c]`, affine `[3, c]`) for `tps_eval`.
-  """
-  points = np.asarray(points, np.float64)
-  n = len(points)
-  k = _tps_kernel(points, points)
-  p = np.concatenate([np.ones((n, 1)), points], 1)
-  system = np.zeros((n + 3, n + 3))
-  system[:n, :n], system[:n, n:], system[n:, :n] = k, p, p.T
-  rhs = np.zeros((n + 3, values.shape[1]))
-  rhs[:n] = values
-  sol = np.linalg.lstsq(system, rhs, rcond=None)[0]
-  return points, sol[:n], sol[n:]
-
-
-def _tps_kernel(a, b):
-  d2 = ((a[:, None, :] - b[None, :, :])**2).sum(-1)
-  return np.where(d2 > 0, d2 * np.log(np.maximum(d2, 1e-300)), 0.0)
-
-
-def tps_eval(spline, x):
-  """Values `[m, c]` of a `tps_fit` spline at `x` `[m, 2]`."""
-  points, weights, affine = spline
-  x = np.asarray(x, np.float64)
-  return (_tps_kernel(x, points) @ weights + affine[0] + x @ affine[1:])
 
 
 class _Walk:
@@ -456,10 +420,10 @@ class _Object:
     map_y = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
     coarse = (map_x[::4, ::4], map_y[::4, ::4])
     if np.abs(disp).max() > 0:
-      spline = tps_fit(self.tps_points, np.concatenate(
+      spline = tps.fit(self.tps_points, np.concatenate(
           [disp, np.zeros((4, 2))]))
       q = np.stack([c.ravel() for c in coarse], -1)
-      t = tps_eval(spline, q).astype(np.float32).reshape(
+      t = tps.evaluate(spline, q).astype(np.float32).reshape(
           coarse[0].shape + (2,))
       t = cv2.resize(t, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
       map_x += t[..., 0]

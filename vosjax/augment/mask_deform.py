@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from vosjax import davis_io
+from vosjax.augment import tps
 
 # augment_image_and_mask.m: shift = [-0.1:0.01:0.1] (translations and TPS).
 SHIFTS = np.round(np.arange(-10, 11) * 0.01, 2)
@@ -85,58 +86,6 @@ def affine(mask, rng, *, scale_ratio=SCALE_RATIO, shifts=SHIFTS):
   return out.astype(bool)
 
 
-def _tps_kernel(r2):
-  # U = r^2 log r^2 (a constant factor of r^2 log r: same spline).
-  return np.where(r2 > 0, r2 * np.log(np.maximum(r2, 1e-300)), 0.0)
-
-
-def fit_tps(source, target, regularization=1e-6):
-  """Thin-plate spline f with f(source_i) = target_i (2-D, interpolating).
-
-  Args:
-    source: `[K, 2]` control points.
-    target: `[K, 2]` their images.
-    regularization: added to the kernel diagonal (a tiny smoothing that
-      keeps nearly coincident points solvable).
-
-  Returns:
-    `(weights [K, 2], affine [3, 2])` for `evaluate_tps`.
-  """
-  source = np.asarray(source, np.float64)
-  k = len(source)
-  d2 = ((source[:, None] - source[None]) ** 2).sum(-1)
-  p = np.concatenate([np.ones((k, 1)), source], axis=1)
-  system = np.zeros((k + 3, k + 3))
-  system[:k, :k] = _tps_kernel(d2) + regularization * np.eye(k)
-  system[:k, k:] = p
-  system[k:, :k] = p.T
-  rhs = np.zeros((k + 3, 2))
-  rhs[:k] = target
-  # lstsq: collinear control points leave the affine part underdetermined;
-  # the minimum-norm solution is still an interpolant.
-  solution = np.linalg.lstsq(system, rhs, rcond=None)[0]
-  return solution[:k], solution[k:]
-
-
-def evaluate_tps(params, source, points):
-  """f(points) `[N, 2]` of a spline fitted by `fit_tps` on `source`."""
-  weights, aff = params
-  d2 = ((points[:, None] - np.asarray(source, np.float64)[None]) ** 2).sum(-1)
-  return aff[0] + points @ aff[1:] + _tps_kernel(d2) @ weights
-
-
-def evaluate_tps_grid(params, source, rows, cols):
-  """f on the grid `rows x cols`: `[R, C, 2]` (separable distances, fast)."""
-  weights, aff = params
-  rr, cc = rows[:, None].astype(np.float64), cols[None, :].astype(np.float64)
-  out = [aff[0, j] + rr * aff[1, j] + cc * aff[2, j] for j in range(2)]
-  for (sr, sc), wk in zip(np.asarray(source, np.float64), weights):
-    u = _tps_kernel((rr - sr) ** 2 + (cc - sc) ** 2)
-    out[0] = out[0] + u * wk[0]
-    out[1] = out[1] + u * wk[1]
-  return np.stack(out, -1)
-
-
 def thin_plate(mask, rng, *, num_points=NUM_POINTS, shifts=SHIFTS):
   """Non-rigid warp: `num_points` boundary pixels moved by up to 10% of the box.
 
@@ -161,7 +110,7 @@ def thin_plate(mask, rng, *, num_points=NUM_POINTS, shifts=SHIFTS):
                                w * rng.choice(shifts, num_points)], 1)
   # Backward map: output pixel p samples the input at g(p), g(moved) =
   # original, so original -> moved is what the mask undergoes.
-  params = fit_tps(moved, original)
+  spline = tps.fit(moved, original, regularization=1e-6)
   # Only pixels within `limit` of the box can sample the mask (the
   # displacement is clipped to it): evaluate the spline on that window.
   limit = np.array([h, w]) * np.abs(shifts).max()
@@ -172,7 +121,7 @@ def thin_plate(mask, rng, *, num_points=NUM_POINTS, shifts=SHIFTS):
   c1 = min(int(np.ceil(right + limit[1])) + 2, width)
   rows, cols = np.arange(r0, r1), np.arange(c0, c1)
   grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), -1)
-  disp = evaluate_tps_grid(params, moved, rows, cols) - grid
+  disp = tps.evaluate_grid(spline, rows, cols) - grid
   disp = np.clip(disp, -limit, limit)  # Deviation (2) of the module doc.
   src = (grid + disp).astype(np.float32)
   out = np.zeros_like(m8)

@@ -46,11 +46,14 @@ _DN_2D = ('NHWC', 'HWIO', 'NHWC')
 # Micikevicius et al., ICLR 2018; bfloat16 keeps float32's exponent range,
 # so no loss scaling is needed, unlike float16).
 COMPUTE_DTYPES = ('float32', 'bfloat16')
+DEFAULT_COMPUTE_DTYPE = 'float32'  # Also for model configs without the field.
 
 
-def compute_dtype(name: str,
+def compute_dtype(name: str | None,
                   flag: str = '--config.model.compute_dtype') -> Any:
-  """The jnp dtype of a `COMPUTE_DTYPES` name; one-line InputError otherwise."""
+  """The jnp dtype of a `COMPUTE_DTYPES` name (None: the default, float32);
+  one-line InputError otherwise."""
+  name = DEFAULT_COMPUTE_DTYPE if name is None else name
   if name not in COMPUTE_DTYPES:
     raise InputError(f'{flag}={name!r}: expected one of '
                      f"{', '.join(map(repr, COMPUTE_DTYPES))}")

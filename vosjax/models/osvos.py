@@ -119,7 +119,7 @@ def build_model(model_config):
                side_features=int(get("side_features", 16)),
                learn_upsampling=bool(get("learn_upsampling", False)),
                edge_mode=get("edge_mode", "zeros"),
-               dtype=conv3d.compute_dtype(get("compute_dtype", "float32")))
+               dtype=conv3d.compute_dtype(get("compute_dtype")))
 
 
 def init_variables(model, model_config, image_shape, rng):

@@ -33,10 +33,9 @@ from vosjax.models import pretrained
 
 
 def build_model(model_config):
-  # compute_dtype: "float32" (default, also for configs without the field)
-  # or "bfloat16" (mixed precision, parameters stay float32).
-  dtype = fc_i3d.conv3d.compute_dtype(
-      model_config.get("compute_dtype", "float32"))
+  # compute_dtype: "float32" (the default, also without the field) or
+  # "bfloat16" (mixed precision, parameters stay float32).
+  dtype = fc_i3d.conv3d.compute_dtype(model_config.get("compute_dtype"))
   return fc_i3d.FCI3D(taps=tuple(pipeline.names(model_config.taps)),
                       side_features=model_config.side_features,
                       width_multiplier=model_config.width_multiplier,
