@@ -510,7 +510,7 @@ def test_vgg16_config_loads_imagenet_trunk_and_freezes_it():
   config = pml_vgg16_davis16_cpu.get_config()
   model = pml.build_model(config.model)
   assert model.backbone == "vgg" and not model.train_backbone
-  variables = pml.init_variables(model, config.model, (1, 1, 32, 32, 3),
+  variables = pml.init_variables(model, config.model, (1, 1, 16, 16, 3),
                                  jax.random.key(0))
   want = pretrained.load_vgg16_imagenet()["params"]
   for layer in ("conv1_1", "conv5_3"):

@@ -51,30 +51,42 @@ def init_variables(model, model_config, sample_shape, rng):
     sample_shape: `[B, T, H, W, 3]` of the init input.
     rng: a `jax.random.key`.
   """
-  variables = jax.jit(model.init)(rng, jnp.zeros(sample_shape, jnp.float32))
-  variables = jax.tree.map(np.asarray, variables)
   init = model_config.init
+  # Which weights fit which backbone, checked before anything compiles.
+  needs = {"kinetics400": ("i3d", True), "imagenet": ("vgg", True),
+           "npz": ("resnet", False), "random": (model.backbone, False)}
+  if init not in needs:
+    raise InputError(f"--config.model.init={init!r}: expected 'random', "
+                     "'kinetics400', 'imagenet' or 'npz'")
+  backbone, full_width = needs[init]
+  if model.backbone != backbone or (full_width and
+                                    model.width_multiplier != 1.0):
+    raise InputError(f"--config.model.init={init} needs "
+                     f"--config.model.backbone={backbone}" +
+                     (" and width_multiplier=1.0" if full_width else ""))
+  replaced = {"kinetics400": "i3d", "imagenet": "vgg"}.get(init)
+
+  def init_fn(rng, x):
+    variables = dict(model.init(rng, x))
+    # Weights about to be replaced are not returned, so XLA drops their
+    # random initialisers (and the trunk's forward pass) from the program.
+    return {c: {k: v for k, v in tree.items() if k != replaced}
+            for c, tree in variables.items()}
+
+  variables = jax.jit(init_fn)(rng, jnp.zeros(sample_shape, jnp.float32))
+  variables = jax.tree.map(np.asarray, variables)
   if init == "kinetics400":
-    if model.backbone != "i3d" or model.width_multiplier != 1.0:
-      raise InputError("--config.model.init=kinetics400 needs "
-                       "--config.model.backbone=i3d and width_multiplier=1.0")
     weights = pretrained.load_i3d_kinetics400(
         i3d.InceptionI3d(final_endpoint=model.i3d_endpoint))
     for collection in ("params", "batch_stats"):
-      variables[collection]["i3d"] = jax.tree.map(np.asarray,
-                                                  weights[collection])
+      variables.setdefault(collection, {})["i3d"] = jax.tree.map(
+          np.asarray, weights[collection])
   elif init == "imagenet":
-    if model.backbone != "vgg" or model.width_multiplier != 1.0:
-      raise InputError("--config.model.init=imagenet needs "
-                       "--config.model.backbone=vgg and width_multiplier=1.0")
     # The dense trunk has VGG16's parameters exactly (dilation and pool4's
     # stride change no shapes), so the ImageNet weights load unchanged.
     variables["params"]["vgg"] = jax.tree.map(
         np.asarray, pretrained.load_vgg16_imagenet()["params"])
   elif init == "npz":
-    if model.backbone != "resnet":
-      raise InputError("--config.model.init=npz needs "
-                       "--config.model.backbone=resnet")
     try:
       loaded = resnet.load_weights_npz(
           {c: variables[c]["resnet"] for c in ("params", "batch_stats")},
@@ -83,9 +95,6 @@ def init_variables(model, model_config, sample_shape, rng):
       raise InputError(f"--config.model.weights_path: {e}") from e
     for collection in ("params", "batch_stats"):
       variables[collection]["resnet"] = loaded[collection]
-  elif init != "random":
-    raise InputError(f"--config.model.init={init!r}: expected 'random', "
-                     "'kinetics400', 'imagenet' or 'npz'")
   return variables
 
 
