@@ -69,12 +69,17 @@ def collect(folders):
 
 def _bar_chart(rows, sequences):
   """Grouped bars (one group per sequence), PIL image of `[H, W, 3]`."""
+  # matplotlib's tab10, then the light shades of tab20: 14 distinct rows.
   colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
-             (148, 103, 189), (140, 86, 75), (127, 127, 127)]
+             (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127),
+             (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120),
+             (152, 223, 138), (255, 152, 150)]
   names = list(rows)
   group = 12 * len(names) + 10
   top, bottom, left = 20 + 14 * (1 + len(names) // 4), 140, 50
-  width = max(60 + group * len(sequences), left + 300 * min(len(names), 4))
+  # Legend columns wide enough for the longest name (~7 px a character).
+  column = max(300, 30 + 7 * max(len(n) for n in names))
+  width = max(60 + group * len(sequences), left + column * min(len(names), 4))
   height = top + 280 + bottom
   img = np.full((height, width, 3), 255, np.uint8)
   plot_h = height - top - bottom
@@ -99,7 +104,7 @@ def _bar_chart(rows, sequences):
     img[y:y + label.shape[0], x0:x0 + label.shape[1]] = np.minimum(
         img[y:y + label.shape[0], x0:x0 + label.shape[1]], label)
   for m, name in enumerate(names):
-    x = left + 300 * (m % 4)
+    x = left + column * (m % 4)
     y = 14 + 14 * (m // 4)
     cv2.rectangle(img, (x, y - 9), (x + 10, y), colours[m % len(colours)], -1)
     cv2.putText(img, name, (x + 14, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
