@@ -63,6 +63,10 @@ STRATEGIES = ("auto", "loop", "scan", "vmap")
 #     scan 13.8, vmap 16.1, plain sequential loop 1.24, parent step 1.27;
 #   same, another run (3 steps): loop 3.47, plain sequential loop 3.55,
 #     parent step 2.80 (load ~10);
+#   1 CPU device, clip 8x224x224, 5 sequences x 2 steps, 2 repeats, idle
+#     cores (load < 1): loop 2.371, plain sequential loop 2.166, parent step
+#     2.106 (loop 1.13x the parent step); another run: scan 26.8, plain
+#     sequential loop 2.38, parent step 2.61;
 #   8 host devices, clip 4x64x64, 5 sequences: loop 0.33, scan 1.54,
 #     vmap 1.37, plain sequential loop 0.27, parent step 0.19 (the mesh
 #     shrinks to the 5 sequences; host devices share the 2 cores, so no
