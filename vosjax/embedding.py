@@ -359,6 +359,7 @@ def segment_embedded(emb, first_mask, eval_config, *, online=None):
   """
   ec = eval_config
   online = ec.online if online is None else online
+  emb = jnp.asarray(emb)  # Once: a host array (kept embeddings) moves here.
   num = emb.shape[0]
   height, width = first_mask.shape
   pool = retrieval.pool_from_label_maps(
@@ -367,7 +368,7 @@ def segment_embedded(emb, first_mask, eval_config, *, online=None):
     num_labels = max(2, int(first_mask[first_mask != davis_io.VOID_LABEL]
                             .max(initial=0)) + 1)
     low, _ = retrieval.segment_video_online(
-        jnp.asarray(emb), pool.emb, pool.labels,
+        emb, pool.emb, pool.labels,
         num_labels=num_labels, capacity=ec.online_capacity,
         max_add_per_frame=ec.online_max_add_per_frame,
         confidence_ratio=ec.online_confidence_ratio,
@@ -378,7 +379,7 @@ def segment_embedded(emb, first_mask, eval_config, *, online=None):
     for start, stop in _clips(num, ec.clip_len):
       idx = np.minimum(np.arange(start, start + ec.clip_len), num - 1)
       per_clip.append(np.asarray(retrieval.segment_video(
-          jnp.asarray(emb)[idx], pool.emb, pool.labels,
+          emb[idx], pool.emb, pool.labels,
           out_size=(height, width), k=ec.k, chunk_size=ec.chunk_size,
           ref_chunk_size=ec.ref_chunk_size))[:stop - start])
     labels = np.concatenate(per_clip)
