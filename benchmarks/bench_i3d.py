@@ -3,11 +3,15 @@ r"""I3D wall times per Conv3D implementation: full network and single layers.
   python benchmarks/bench_i3d.py [--batch 1] [--frames 16] [--size 224]
       [--backward_size 112] [--impls native,fold_time] [--repeats 3]
       [--skip_backward] [--skip_layers] [--force_native_input_grad]
+      [--no_torch] [--torch_threads N]
 
 Cases (one row per case and implementation):
 
 * `I3D forward`: InceptionI3d up to Logits (Kinetics-400 widths, 400
   classes), inference mode, on [batch, frames, size, size, 3].
+* `I3D grad step`: the gradient of the logits' sum with respect to every
+  parameter, batch norm in inference mode, on the same clip: issue #19's
+  side-by-side training figure.
 * `I3D fwd+bwd`: gradient of a softmax cross-entropy w.r.t. the parameters
   only (not the clip), batch norm in training mode, as one training step
   computes it, on [batch, frames, backward_size, backward_size, 3].
@@ -23,6 +27,13 @@ Cases (one row per case and implementation):
   --force_native_input_grad. The parameter-only gradient of the full network
   never needs it: the only strided conv is the first layer, whose input is
   data.
+
+When PyTorch is installed (it is not a vosjax dependency) and not
+--no_torch, both full-network cases also run `benchmarks/torch_i3d.py`, a
+PyTorch I3D holding the same parameters, on the same clip in the same process
+(--torch_threads, default every host core, set before its first call), and a
+'vosjax / torch' line per case gives the ratio of medians (< 1: vosjax is
+faster). PyTorch runs eagerly: nothing is compiled.
 
 Each case is jitted; lowering + compilation is timed separately ("compile"),
 one warm-up call is excluded, and "median"/"min" are over --repeats calls
@@ -57,8 +68,13 @@ def _parse_args(argv=None):
   parser.add_argument('--force_native_input_grad', action='store_true',
                       help="run the strided-conv input gradient with 'native' "
                       'on CPU even though it can take minutes')
+  parser.add_argument('--no_torch', action='store_true',
+                      help='skip the PyTorch rows even if torch is installed')
+  parser.add_argument('--torch_threads', type=int, default=os.cpu_count(),
+                      help='torch.set_num_threads for the PyTorch rows')
   args = parser.parse_args(argv)
-  for flag in ('batch', 'frames', 'size', 'backward_size', 'repeats'):
+  for flag in ('batch', 'frames', 'size', 'backward_size', 'repeats',
+               'torch_threads'):
     if getattr(args, flag) < 1:
       parser.error(f'--{flag} must be >= 1')
   return args
@@ -110,9 +126,33 @@ def main(argv=None) -> int:
       rows.append((case, shape, impl, '-', '-', '-', note))
     else:
       c, med, mn = result
-      rows.append((case, shape, impl, f'{c:.2f}', f'{med:.3f}', f'{mn:.3f}',
-                   note))
+      medians[case, impl] = med
+      c = '-' if c is None else f'{c:.2f}'
+      rows.append((case, shape, impl, c, f'{med:.3f}', f'{mn:.3f}', note))
     print('  done: ' + ' | '.join(map(str, rows[-1])), flush=True)
+
+  torch_i3d = None
+  if not args.no_torch:
+    try:
+      import torch  # pylint: disable=g-import-not-at-top
+      import torch_i3d  # pylint: disable=g-import-not-at-top
+      torch.set_num_threads(args.torch_threads)
+      print(f'torch {torch.__version__}, {torch.get_num_threads()} threads')
+    except ImportError:
+      print('torch is not installed: no PyTorch rows')
+      torch_i3d = None
+
+  def timed_torch(fn):
+    """(median s, min s, output) of fn() after one warm-up call."""
+    out = fn()
+    times = []
+    for _ in range(args.repeats):
+      t0 = time.perf_counter()
+      out = fn()
+      times.append(time.perf_counter() - t0)
+    return statistics.median(times), min(times), out
+
+  medians = {}  # (case, impl) -> median s, for the ratio lines.
 
   rng = np.random.default_rng(0)
 
@@ -138,6 +178,39 @@ def main(argv=None) -> int:
       diff = np.abs(logits - reference[1]).max()
       note = f'max |logits - {reference[0]}| {diff:.1e}'
     add_row('I3D forward', fwd_shape, impl, (c, med, mn), note)
+
+  if torch_i3d is not None:
+    tmodel = torch_i3d.load_flax(torch_i3d.InceptionI3d(), variables).eval()
+    xt = torch.from_numpy(np.ascontiguousarray(
+        np.asarray(x).transpose(0, 4, 1, 2, 3)))
+    with torch.no_grad():
+      med, mn, tlogits = timed_torch(lambda: tmodel(xt))
+    diff = np.abs(tlogits.numpy() - reference[1]).max()
+    add_row('I3D forward', fwd_shape, 'torch', (None, med, mn),
+            f'max |logits - {reference[0]}| {diff:.1e}')
+
+  if not args.skip_backward:
+    for impl in impls:
+      model = i3d.InceptionI3d(conv_impl=impl)
+
+      def sum_logits(params, batch_stats, x, m=model):
+        return m.apply({'params': params, 'batch_stats': batch_stats},
+                       x)[0].sum()
+
+      c, med, mn, _ = timed(jax.grad(sum_logits), variables['params'],
+                            variables['batch_stats'], x)
+      add_row('I3D grad step', fwd_shape, impl, (c, med, mn),
+              'd sum(logits) / d params, inference batch norm')
+    if torch_i3d is not None:
+
+      def torch_step():
+        tmodel.zero_grad(set_to_none=True)
+        tmodel(xt).sum().backward()
+        return tmodel.logits.conv.weight.grad
+
+      med, mn, _ = timed_torch(torch_step)
+      add_row('I3D grad step', fwd_shape, 'torch', (None, med, mn),
+              'same, eager')
 
   if not args.skip_backward:
     bwd_shape = (args.batch, args.frames, args.backward_size,
@@ -194,6 +267,12 @@ def main(argv=None) -> int:
         c, med, mn, _ = timed(grad, x1a, k1a)
         add_row('Conv3d_1a_7x7 fwd+bwd', x1a.shape, impl, (c, med, mn),
                 'grads w.r.t. input and kernel')
+
+  for case in ('I3D forward', 'I3D grad step'):
+    for impl in impls:
+      if (case, impl) in medians and (case, 'torch') in medians:
+        print(f'vosjax / torch, {case}, {impl}: '
+              f"{medians[case, impl] / medians[case, 'torch']:.2f}")
 
   header = ('case', 'input shape', 'impl', 'compile', 'median', 'min', 'note')
   widths = [max(len(str(r[i])) for r in rows + [header])
