@@ -102,6 +102,7 @@ def main(argv=None) -> int:
   print(f'device: {dev.device_kind} (platform {dev.platform}, '
         f'{jax.device_count()} device(s), {os.cpu_count()} host cores), '
         f'jax {jax.__version__}')
+  print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r} (vosjax.xla_flags)")
   print(f"'auto' resolves to {conv3d_lib.resolve_impl('auto')!r} here; "
         f'repeats {args.repeats}, times in seconds')
 

@@ -127,63 +127,6 @@ def test_max_pool_tf_same(window, strides):
   np.testing.assert_array_equal(conv3d.max_pool_3d(x, window, strides), want)
 
 
-# (x [N, H, W, Cin], kernel (kh, kw), strides, Cout): fewer and more output
-# than input channels (the two shifted operands), strides 2 and (2, 1),
-# a rectangular and a 1x1 kernel, sizes the strides do not divide.
-KERNEL_GRAD_CASES = [
-    ((2, 6, 7, 5), (3, 3), (1, 1), 3),
-    ((1, 7, 6, 2), (3, 3), (1, 1), 4),
-    ((1, 9, 8, 3), (7, 7), (2, 2), 4),
-    ((1, 8, 9, 4), (3, 5), (2, 1), 2),
-    ((2, 5, 5, 3), (1, 1), (1, 1), 2),
-]
-
-
-@pytest.mark.parametrize('case', KERNEL_GRAD_CASES)
-def test_kernel_grad_matches_naive(case):
-  """`kernel_grad` against float64 loops over taps and output positions
-  (the definition of the 'SAME' conv's kernel gradient)."""
-  shape, (kh, kw), strides, cout = case
-  rng = np.random.default_rng(4)
-  x = rng.standard_normal(shape, np.float32)
-  ho, wo = (-(-shape[1] // strides[0]), -(-shape[2] // strides[1]))
-  dy = rng.standard_normal((shape[0], ho, wo, cout), np.float32)
-  (pt, pb, _), (pl, pr, _) = (_tf_same_pad(shape[1], kh, strides[0]),
-                              _tf_same_pad(shape[2], kw, strides[1]))
-  xp = np.pad(x.astype(np.float64), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-  want = np.zeros((kh, kw, shape[-1], cout))
-  for i, j, y, c in itertools.product(range(kh), range(kw), range(ho),
-                                      range(wo)):
-    want[i, j] += xp[:, y * strides[0] + i, c * strides[1] + j].T @ dy[:, y, c]
-  got = conv3d.kernel_grad(jnp.asarray(x), jnp.asarray(dy),
-                           (kh, kw, shape[-1], cout), strides)
-  np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5)
-
-
-def test_conv2d_same_grads_match_xla_and_keep_bfloat16():
-  x = jnp.asarray(np.random.default_rng(5).standard_normal((2, 6, 5, 3)),
-                  jnp.float32)
-  k = jnp.asarray(np.random.default_rng(6).standard_normal((3, 3, 3, 2)),
-                  jnp.float32)
-
-  def plain(x, k):
-    return jax.lax.conv_general_dilated(
-        x, k, (2, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-
-  def loss(fn):
-    return lambda x, k: jnp.sum(jnp.sin(fn(x, k)))
-
-  want = jax.grad(loss(plain), argnums=(0, 1))(x, k)
-  got = jax.grad(loss(lambda x, k: conv3d.conv2d_same(x, k, (2, 1))),
-                 argnums=(0, 1))(x, k)
-  for g, w in zip(got, want):
-    np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-5)
-  gk = jax.grad(lambda k: jnp.sum(conv3d.conv2d_same(
-      x.astype(jnp.bfloat16), k, (1, 1)).astype(jnp.float32)))(
-          k.astype(jnp.bfloat16))
-  assert gk.dtype == jnp.bfloat16
-
-
 @pytest.mark.parametrize('window,strides', [((1, 3, 3), (1, 2, 2)),
                                             ((3, 3, 3), (2, 2, 2)),
                                             ((2, 2, 2), (2, 2, 2)),

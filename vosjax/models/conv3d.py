@@ -14,13 +14,14 @@ same parameters and numerics:
   time into the batch and run one 2-D 'SAME' convolution with the kernel
   reshaped to (kh, kw, kt * Cin, Cout). Spatial 'SAME' padding of the 2-D conv
   equals the spatial part of the 3-D 'SAME' padding, so results agree to float
-  rounding. Costs kt copies of the input in memory. Its kernel gradient is
-  one GEMM per spatial tap (`conv2d_same`), not XLA's convolution.
+  rounding. Costs kt copies of the input in memory.
 
-Max pooling is separable with a tap-wise gradient (`max_pool_3d`), the same
-values and gradient routing as XLA's select-and-scatter. Together with the
-kernel gradient this took I3D's training step on [1, 16, 224, 224, 3] from
-5.24 s to about 2.2 s on 2 CPU cores (benchmarks/bench_i3d.py).
+The 2-D convolutions run fastest on XLA:CPU's own (Eigen) kernels, not
+YNNPACK's, which `vosjax.xla_flags` selects on import of vosjax. Max
+pooling is separable with a tap-wise gradient (`max_pool_3d`), the same
+values and gradient routing as XLA's select-and-scatter. Together they took
+I3D's training step on [1, 16, 224, 224, 3] from 5.24 s to about 1.6 s on 2
+CPU cores (benchmarks/bench_i3d.py prints it beside PyTorch's).
 
 'auto' picks 'fold_time' on CPU (measured above) and 'native' elsewhere
 (GPU/TPU are unmeasured in this repository so far: cuDNN has native 3-D
@@ -120,110 +121,10 @@ def conv3d_fold_time(x: jax.Array, kernel: jax.Array,
   # (kt, kh, kw, Cin, Cout) -> (kh, kw, kt * Cin, Cout), tap-major like
   # the channel concatenation above.
   k2 = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kt * cin, cout)
-  y = conv2d_same(folded, k2, (sh, sw))
+  y = lax.conv_general_dilated(
+      folded, k2, window_strides=(sh, sw), padding='SAME',
+      dimension_numbers=_DN_2D)
   return y.reshape(b, t_out, *y.shape[1:])
-
-
-def _conv2d(x, kernel, strides):
-  return lax.conv_general_dilated(x, kernel, window_strides=strides,
-                                  padding='SAME', dimension_numbers=_DN_2D)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv2d_same(x: jax.Array, kernel: jax.Array,
-                strides: tuple[int, int]) -> jax.Array:
-  """2-D 'SAME' convolution (NHWC, HWIO) whose kernel gradient is matmuls.
-
-  Forward and input gradient are XLA's. The kernel gradient is XLA's
-  weakest case on CPU: lowered as a convolution with the batch as the
-  reduction, it measured 2.66 s for Conv3d_1a_7x7's folded conv on
-  [1, 16, 224, 224, 3] (forward 0.18 s) and 10x the forward for a 1x1 conv
-  (benchmarks/bench_i3d.py's per-layer rows). `kernel_grad` computes it as
-  one [Cin, N] @ [N, Cout] product per tap instead: the forward's FLOPs, as
-  large well-shaped GEMMs. The reference for it is `jax.vjp` of the plain
-  convolution (tests/test_conv3d.py).
-
-  Args:
-    x: [N, H, W, Cin].
-    kernel: [kh, kw, Cin, Cout].
-    strides: (sh, sw).
-
-  Returns:
-    [N, ceil(H/sh), ceil(W/sw), Cout].
-  """
-  return _conv2d(x, kernel, strides)
-
-
-# Rows of the flattened positions per step of `kernel_grad`'s loop: every
-# tap's GEMM of a step reads the same rows, so they stay in cache (Conv3d_1a's
-# kernel gradient on [1, 16, 224, 224, 3]: 0.53 s as whole-array GEMMs,
-# 0.29 s in steps of 2048 rows, on 2 CPU cores).
-KERNEL_GRAD_ROWS = 2048
-
-
-def kernel_grad(x: jax.Array, dy: jax.Array, kernel_shape: Sequence[int],
-                strides: Sequence[int]) -> jax.Array:
-  """d conv2d_same(x, k) / dk contracted with dy: [kh, kw, Cin, Cout].
-
-  Strides become channels first (space-to-depth): padded x at
-  (y * sh + p, x * sw + q) is channel (p, q, c) of cell (y, x), and tap
-  (i, j) = (sh * a + p, sw * b + q) reads cell (y + a, x + b), a stride-1
-  tap of a ceil(kh / sh) x ceil(kw / sw) kernel over sh * sw * Cin channels.
-  With the cells flattened row-major to [N * hq * wq, C] and dy zero-padded
-  to the same [hq, wq] grid, tap (a, b) is a shift by a * wq + b: its
-  gradient is a contiguous slice of the cells contracted with dy (the zero
-  rows of dy cancel the reads that wrap past a row or an image), one GEMM
-  per tap, accumulated over steps of KERNEL_GRAD_ROWS rows in float32.
-  """
-  kh, kw, cin, cout = kernel_shape
-  sh, sw = strides
-  n, ho, wo, _ = dy.shape
-  ka, kb = -(-kh // sh), -(-kw // sw)
-  hq, wq = ho + ka - 1, wo + kb - 1
-  (pt, _), (pl, _) = (same_padding(x.shape[1], kh, sh),
-                      same_padding(x.shape[2], kw, sw))
-  xp = jnp.pad(x, ((0, 0), (pt, sh * hq - pt - x.shape[1]),
-                   (pl, sw * wq - pl - x.shape[2]), (0, 0)))
-  cells = xp.reshape(n, hq, sh, wq, sw, cin)
-  if sh * sw > 1:
-    cells = jnp.transpose(cells, (0, 1, 3, 2, 4, 5))
-  channels, size = sh * sw * cin, n * hq * wq
-  rows = min(KERNEL_GRAD_ROWS, size)
-  steps = -(-size // rows)
-  halo = (ka - 1) * wq + kb - 1  # The largest shift.
-  cells = jnp.pad(cells.reshape(size, channels),
-                  ((0, steps * rows + halo - size), (0, 0)))
-  grid = jnp.pad(dy, ((0, 0), (0, hq - ho), (0, wq - wo), (0, 0)))
-  grid = jnp.pad(grid.reshape(size, cout), ((0, steps * rows - size), (0, 0)))
-
-  def step(total, k):
-    g = lax.dynamic_slice_in_dim(grid, k * rows, rows)
-    block = lax.dynamic_slice_in_dim(cells, k * rows, rows + halo)
-    taps = [lax.dot_general(
-        block[a * wq + b:a * wq + b + rows], g, (((0,), (0,)), ((), ())),
-        preferred_element_type=jnp.float32)
-            for a in range(ka) for b in range(kb)]
-    return total + jnp.stack(taps), None
-
-  total, _ = lax.scan(step, jnp.zeros((ka * kb, channels, cout), jnp.float32),
-                      jnp.arange(steps))
-  total = jnp.transpose(total.reshape(ka, kb, sh, sw, cin, cout),
-                        (0, 2, 1, 3, 4, 5))
-  return total.reshape(ka * sh, kb * sw, cin, cout)[:kh, :kw]
-
-
-def _conv2d_same_fwd(x, kernel, strides):
-  return _conv2d(x, kernel, strides), (x, kernel)
-
-
-def _conv2d_same_bwd(strides, residuals, dy):
-  x, kernel = residuals
-  _, input_vjp = jax.vjp(lambda x: _conv2d(x, kernel, strides), x)
-  dk = kernel_grad(x, dy, kernel.shape, strides).astype(kernel.dtype)
-  return input_vjp(dy)[0], dk
-
-
-conv2d_same.defvjp(_conv2d_same_fwd, _conv2d_same_bwd)
 
 
 def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
