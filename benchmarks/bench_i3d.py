@@ -36,7 +36,7 @@ PyTorch I3D holding the same parameters, on the same clip in the same process
 faster). PyTorch runs eagerly: nothing is compiled.
 
 Each case is jitted; lowering + compilation is timed separately ("compile"),
-one warm-up call is excluded, and "median"/"min" are over --repeats calls
+one warm-up call is excluded, and "min"/"median"/"max" are over --repeats calls
 ended by `block_until_ready`. Parameters are random (identical across
 implementations); the forward rows report the largest logit difference from
 the first implementation as a numerics check.
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
         f'repeats {args.repeats}, times in seconds')
 
   def timed(fn, *fn_args):
-    """(compile s, median s, min s, output) of jit(fn)(*fn_args)."""
+    """(compile s, [--repeats call times in s], output) of jit(fn)(*fn_args)."""
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(*fn_args).compile()
     compile_s = time.perf_counter() - t0
@@ -117,19 +117,21 @@ def main(argv=None) -> int:
       t0 = time.perf_counter()
       out = jax.block_until_ready(compiled(*fn_args))
       times.append(time.perf_counter() - t0)
-    return compile_s, statistics.median(times), min(times), out
+    return compile_s, times, out
 
   rows = []
 
   def add_row(case, shape, impl, result=None, note=''):
     shape = 'x'.join(map(str, shape))
     if result is None:
-      rows.append((case, shape, impl, '-', '-', '-', note))
+      rows.append((case, shape, impl, '-', '-', '-', '-', note))
     else:
-      c, med, mn = result
+      c, times = result
+      med = statistics.median(times)
       medians[case, impl] = med
       c = '-' if c is None else f'{c:.2f}'
-      rows.append((case, shape, impl, c, f'{med:.3f}', f'{mn:.3f}', note))
+      rows.append((case, shape, impl, c, f'{min(times):.3f}', f'{med:.3f}',
+                   f'{max(times):.3f}', note))
     print('  done: ' + ' | '.join(map(str, rows[-1])), flush=True)
 
   torch_i3d = None
@@ -144,14 +146,14 @@ def main(argv=None) -> int:
       torch_i3d = None
 
   def timed_torch(fn):
-    """(median s, min s, output) of fn() after one warm-up call."""
+    """([--repeats call times in s], output) of fn() after one warm-up call."""
     out = fn()
     times = []
     for _ in range(args.repeats):
       t0 = time.perf_counter()
       out = fn()
       times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times), out
+    return times, out
 
   medians = {}  # (case, impl) -> median s, for the ratio lines.
 
@@ -170,7 +172,7 @@ def main(argv=None) -> int:
   reference = None
   for impl in impls:
     model = i3d.InceptionI3d(conv_impl=impl)
-    c, med, mn, logits = timed(lambda v, x, m=model: m.apply(v, x)[0],
+    c, times, logits = timed(lambda v, x, m=model: m.apply(v, x)[0],
                                variables, x)
     logits = np.asarray(logits)
     if reference is None:
@@ -178,16 +180,16 @@ def main(argv=None) -> int:
     else:
       diff = np.abs(logits - reference[1]).max()
       note = f'max |logits - {reference[0]}| {diff:.1e}'
-    add_row('I3D forward', fwd_shape, impl, (c, med, mn), note)
+    add_row('I3D forward', fwd_shape, impl, (c, times), note)
 
   if torch_i3d is not None:
     tmodel = torch_i3d.load_flax(torch_i3d.InceptionI3d(), variables).eval()
     xt = torch.from_numpy(np.ascontiguousarray(
         np.asarray(x).transpose(0, 4, 1, 2, 3)))
     with torch.no_grad():
-      med, mn, tlogits = timed_torch(lambda: tmodel(xt))
+      times, tlogits = timed_torch(lambda: tmodel(xt))
     diff = np.abs(tlogits.numpy() - reference[1]).max()
-    add_row('I3D forward', fwd_shape, 'torch', (None, med, mn),
+    add_row('I3D forward', fwd_shape, 'torch', (None, times),
             f'max |logits - {reference[0]}| {diff:.1e}')
 
   if not args.skip_backward:
@@ -198,9 +200,9 @@ def main(argv=None) -> int:
         return m.apply({'params': params, 'batch_stats': batch_stats},
                        x)[0].sum()
 
-      c, med, mn, _ = timed(jax.grad(sum_logits), variables['params'],
+      c, times, _ = timed(jax.grad(sum_logits), variables['params'],
                             variables['batch_stats'], x)
-      add_row('I3D grad step', fwd_shape, impl, (c, med, mn),
+      add_row('I3D grad step', fwd_shape, impl, (c, times),
               'd sum(logits) / d params, inference batch norm')
     if torch_i3d is not None:
 
@@ -209,8 +211,8 @@ def main(argv=None) -> int:
         tmodel(xt).sum().backward()
         return tmodel.logits.conv.weight.grad
 
-      med, mn, _ = timed_torch(torch_step)
-      add_row('I3D grad step', fwd_shape, 'torch', (None, med, mn),
+      times, _ = timed_torch(torch_step)
+      add_row('I3D grad step', fwd_shape, 'torch', (None, times),
               'same, eager')
 
   if not args.skip_backward:
@@ -230,18 +232,18 @@ def main(argv=None) -> int:
         return nll.mean(), updates
 
       step = jax.grad(loss_fn, has_aux=True)
-      c, med, mn, _ = timed(step, variables['params'],
+      c, times, _ = timed(step, variables['params'],
                             variables['batch_stats'], xb, labels)
-      add_row('I3D fwd+bwd (params grad)', bwd_shape, impl, (c, med, mn),
+      add_row('I3D fwd+bwd (params grad)', bwd_shape, impl, (c, times),
               'train-mode batch norm')
 
   if not args.skip_layers:
     x1a = uniform((1, 16, 224, 224, 3))
     k1a = uniform((7, 7, 7, 3, 64)) * 0.05
     for impl in impls:
-      c, med, mn, _ = timed(
+      c, times, _ = timed(
           lambda x, k, i=impl: conv3d_lib.conv3d(x, k, (2, 2, 2), i), x1a, k1a)
-      add_row('Conv3d_1a_7x7 fwd', x1a.shape, impl, (c, med, mn))
+      add_row('Conv3d_1a_7x7 fwd', x1a.shape, impl, (c, times))
 
     if not args.skip_backward:
       x3 = uniform((2, 8, 28, 28, 96))
@@ -250,8 +252,8 @@ def main(argv=None) -> int:
         grad = jax.grad(
             lambda x, k, i=impl: 0.5 * jnp.mean(
                 conv3d_lib.conv3d(x, k, (1, 1, 1), i) ** 2), argnums=(0, 1))
-        c, med, mn, _ = timed(grad, x3, k3)
-        add_row('3x3x3 s1 96->128 fwd+bwd', x3.shape, impl, (c, med, mn),
+        c, times, _ = timed(grad, x3, k3)
+        add_row('3x3x3 s1 96->128 fwd+bwd', x3.shape, impl, (c, times),
                 'grads w.r.t. input and kernel')
 
       for impl in impls:
@@ -265,8 +267,8 @@ def main(argv=None) -> int:
         grad = jax.grad(
             lambda x, k, i=impl: 0.5 * jnp.mean(
                 conv3d_lib.conv3d(x, k, (2, 2, 2), i) ** 2), argnums=(0, 1))
-        c, med, mn, _ = timed(grad, x1a, k1a)
-        add_row('Conv3d_1a_7x7 fwd+bwd', x1a.shape, impl, (c, med, mn),
+        c, times, _ = timed(grad, x1a, k1a)
+        add_row('Conv3d_1a_7x7 fwd+bwd', x1a.shape, impl, (c, times),
                 'grads w.r.t. input and kernel')
 
   for case in ('I3D forward', 'I3D grad step'):
@@ -275,7 +277,8 @@ def main(argv=None) -> int:
         print(f'vosjax / torch, {case}, {impl}: '
               f"{medians[case, impl] / medians[case, 'torch']:.2f}")
 
-  header = ('case', 'input shape', 'impl', 'compile', 'median', 'min', 'note')
+  header = ('case', 'input shape', 'impl', 'compile', 'min', 'median', 'max',
+            'note')
   widths = [max(len(str(r[i])) for r in rows + [header])
             for i in range(len(header))]
   print()
