@@ -159,12 +159,12 @@ def test_incremental_1nn_equals_brute_force_with_ties(monkeypatch,
 
 
 def test_plan_blocks_pads_little_and_reuses_programs():
-  """Hand-computed plans: one block of 8 or a multiple of 16 below 512
+  """Hand-computed plans: one block of 8 or a multiple of 64 below 512
   references, then blocks of 256 padded to a power of two times 256 (one
   compiled program per capacity)."""
   assert interactive.plan_blocks(1) == (8, 1, 8)
-  assert interactive.plan_blocks(9) == (16, 1, 16)
-  assert interactive.plan_blocks(264) == (272, 1, 272)
+  assert interactive.plan_blocks(9) == (64, 1, 64)
+  assert interactive.plan_blocks(264) == (320, 1, 320)
   assert interactive.plan_blocks(511) == (512, 1, 512)
   assert interactive.plan_blocks(512) == (256, 2, 512)
   assert interactive.plan_blocks(6420) == (256, 26, 8192)

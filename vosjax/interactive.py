@@ -48,7 +48,7 @@ from vosjax import retrieval
 QUERY_TILE = 1024
 LARGE_BLOCK = 256  # References per block from LARGE_FROM on.
 LARGE_FROM = 512
-MID_BLOCK = 16  # Below: one block, rounded up to a multiple of this ...
+MID_BLOCK = 64  # Below: one block, rounded up to a multiple of this ...
 SMALL_BLOCK = 8  # ... or to 8 (a click).
 
 
@@ -56,16 +56,13 @@ def plan_blocks(n):
   """`(block, num_blocks, capacity)` for n references of one update.
 
   Below LARGE_FROM, one block of n rounded up (a click: 8; a 264-cell
-  scribble: 272), as one matmul per query tile: 32 compiled programs at
-  most. (Multiples of 64 padded that scribble to 320 references, 18 % more
-  distance work for 4x fewer programs; each compiles once per session, in
-  under a second.)
+  scribble: 320), as one matmul per query tile: 8 compiled programs at most.
   From LARGE_FROM on, blocks of LARGE_BLOCK padded to `capacity` (a power of
   two times the block) and a loop over the `num_blocks` that hold them: one
   program serves every count up to `capacity`, at most 255 padded references
   are computed.
   """
-  if n < LARGE_FROM:  # One block: n rounded up to 8 or a multiple of 16.
+  if n < LARGE_FROM:  # One block: n rounded up to 8 or a multiple of 64.
     block = SMALL_BLOCK if n <= SMALL_BLOCK else -(-n // MID_BLOCK) * MID_BLOCK
     return block, 1, block
   block = LARGE_BLOCK
