@@ -5,7 +5,11 @@ the annotation from a palette PNG, a {0, 255} PNG or an array of ids; and
 the one-line errors for what does not fit.
 """
 
+import contextlib
+import os
 import pathlib
+import sys
+import tempfile
 
 import cv2
 import numpy as np
@@ -58,20 +62,54 @@ def read_video(source):
     return np.stack(frames), [p.stem for p in files]
   if not path.is_file():
     raise SegmentError(f"--frames {path}: no such file or folder")
-  capture = cv2.VideoCapture(str(path))
-  frames = []
-  try:
-    while capture.isOpened():
-      ok, bgr = capture.read()
-      if not ok:
-        break
-      frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-  finally:
-    capture.release()
+  frames, log = decode_video_file(path)
   if not frames:
+    reason = f": {log[-1]}" if log else ""
     raise SegmentError(f"--frames {path}: unreadable video (OpenCV decoded "
-                       f"no frame)")
+                       f"no frame{reason})")
+  if log:  # Frames decoded despite warnings: pass the warnings on.
+    print("\n".join(log), file=sys.stderr)
   return np.stack(frames), [f"{i:05d}" for i in range(len(frames))]
+
+
+@contextlib.contextmanager
+def captured_stderr_fd():
+  """Collects what C libraries write to file descriptor 2 meanwhile.
+
+  FFmpeg (inside OpenCV) logs decoding failures such as "moov atom not found"
+  straight to fd 2, which would break the one-line error contract; the lines
+  are collected instead, and the caller decides whether to show them.
+  """
+  lines = []
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as log:
+    os.dup2(log.fileno(), 2)
+    try:
+      yield lines
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+      log.seek(0)
+      lines.extend(log.read().decode("utf-8", "replace").splitlines())
+
+
+def decode_video_file(path):
+  """`(frames, log)`: the RGB uint8 frames OpenCV decodes from the video file
+  `path` (none when it cannot), and the non-empty lines FFmpeg logged
+  meanwhile."""
+  frames = []
+  with captured_stderr_fd() as log:
+    capture = cv2.VideoCapture(str(path))
+    try:
+      while True:  # read() is False when the file did not open.
+        ok, bgr = capture.read()
+        if not ok:
+          break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    finally:
+      capture.release()
+  return frames, [line.strip() for line in log if line.strip()]
 
 
 def read_first_mask(source):

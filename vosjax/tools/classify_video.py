@@ -11,19 +11,17 @@ DeepMind's kinetics-i3d `evaluate_sample.py`.
 """
 
 import argparse
-import contextlib
-import os
 import pathlib
 import pickle
 import sys
-import tempfile
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
+from vosjax import video_io
+
 LABELS_PATH = pathlib.Path(__file__).resolve().parent.parent / 'models' / (
     'kinetics400_labels.txt')
-_FRAME_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 SIZE = 224
 
 
@@ -38,42 +36,8 @@ def _read_gif(path: pathlib.Path) -> list[np.ndarray]:
     return [np.asarray(f.convert('RGB')) for f in ImageSequence.Iterator(im)]
 
 
-@contextlib.contextmanager
-def _captured_stderr_fd() -> Iterator[list[str]]:
-  """Collects what C libraries write to file descriptor 2 meanwhile.
-
-  FFmpeg (inside OpenCV) logs decoding failures such as "moov atom not found"
-  straight to fd 2, which would break the one-line error contract; the lines
-  are collected instead, and the caller decides whether to show them.
-  """
-  lines = []
-  sys.stderr.flush()
-  saved = os.dup(2)
-  with tempfile.TemporaryFile() as log:
-    os.dup2(log.fileno(), 2)
-    try:
-      yield lines
-    finally:
-      os.dup2(saved, 2)
-      os.close(saved)
-      log.seek(0)
-      lines.extend(log.read().decode('utf-8', 'replace').splitlines())
-
-
 def _read_cv2(path: pathlib.Path) -> list[np.ndarray]:
-  import cv2  # pylint: disable=g-import-not-at-top
-  frames = []
-  with _captured_stderr_fd() as log:
-    cap = cv2.VideoCapture(str(path))
-    try:
-      while True:
-        ok, frame = cap.read()
-        if not ok:
-          break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    finally:
-      cap.release()
-  log = [line.strip() for line in log if line.strip()]
+  frames, log = video_io.decode_video_file(path)
   if not frames:
     reason = f' ({log[-1]})' if log else ''
     raise ValueError(f'{path}: no decodable frames{reason}')
@@ -85,7 +49,7 @@ def _read_cv2(path: pathlib.Path) -> list[np.ndarray]:
 def _read_folder(path: pathlib.Path) -> list[np.ndarray]:
   from PIL import Image  # pylint: disable=g-import-not-at-top
   files = sorted(p for p in path.iterdir()
-                 if p.suffix.lower() in _FRAME_SUFFIXES)
+                 if p.suffix.lower() in video_io.FRAME_SUFFIXES)
   frames = []
   for f in files:
     try:
