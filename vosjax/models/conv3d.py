@@ -5,8 +5,11 @@ Conv3d_1a_7x7 on [1, 16, 224, 224, 3] takes 0.59 s forward natively and 0.09 s
 when the temporal taps are folded into channels and a single 2-D convolution
 runs; a 3x3x3 96->128 conv on [2, 8, 28, 28, 96] forward+backward 0.37 s vs
 0.17 s; and the input gradient of a strided native 3-D conv is pathological
-(143 s for one call). `Conv3D` therefore offers two implementations with the
-same parameters and numerics:
+(143 s for one call). Re-measured with jax 0.10.2 and `vosjax.xla_flags`:
+the whole I3D forward on [1, 16, 224, 224, 3] takes 1.47 s natively and
+0.55 s folded, a train-mode forward+backward on [1, 16, 112, 112, 3] 1.37 s
+vs 0.43 s (benchmarks/bench_i3d.py). `Conv3D` therefore offers two
+implementations with the same parameters and numerics:
 
 * 'native': `lax.conv_general_dilated` on NDHWC / DHWIO.
 * 'fold_time': pad time as TF 'SAME' would, gather the kt temporal taps for
@@ -20,8 +23,8 @@ The 2-D convolutions run fastest on XLA:CPU's own (Eigen) kernels, not
 YNNPACK's, which `vosjax.xla_flags` selects on import of vosjax. Max
 pooling is separable with a tap-wise gradient (`max_pool_3d`), the same
 values and gradient routing as XLA's select-and-scatter. Together they took
-I3D's training step on [1, 16, 224, 224, 3] from 5.24 s to about 1.6 s on 2
-CPU cores (benchmarks/bench_i3d.py prints it beside PyTorch's).
+I3D's gradient step on [1, 16, 224, 224, 3] from 5.24 s to 1.72 s on 2
+CPU cores, against PyTorch's 2.01 s (benchmarks/bench_i3d.py prints both).
 
 'auto' picks 'fold_time' on CPU (measured above) and 'native' elsewhere
 (GPU/TPU are unmeasured in this repository so far: cuDNN has native 3-D
