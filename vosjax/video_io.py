@@ -67,13 +67,11 @@ def read_video(source):
     reason = f": {log[-1]}" if log else ""
     raise SegmentError(f"--frames {path}: unreadable video (OpenCV decoded "
                        f"no frame{reason})")
-  if log:  # Frames decoded despite warnings: pass the warnings on.
-    print("\n".join(log), file=sys.stderr)
   return np.stack(frames), [f"{i:05d}" for i in range(len(frames))]
 
 
 @contextlib.contextmanager
-def captured_stderr_fd():
+def _captured_stderr_fd():
   """Collects what C libraries write to file descriptor 2 meanwhile.
 
   FFmpeg (inside OpenCV) logs decoding failures such as "moov atom not found"
@@ -97,9 +95,10 @@ def captured_stderr_fd():
 def decode_video_file(path):
   """`(frames, log)`: the RGB uint8 frames OpenCV decodes from the video file
   `path` (none when it cannot), and the non-empty lines FFmpeg logged
-  meanwhile."""
+  meanwhile. When frames were decoded despite such lines, they are passed on
+  to stderr; otherwise the caller names the reason in its one-line error."""
   frames = []
-  with captured_stderr_fd() as log:
+  with _captured_stderr_fd() as log:
     capture = cv2.VideoCapture(str(path))
     try:
       while True:  # read() is False when the file did not open.
@@ -109,7 +108,10 @@ def decode_video_file(path):
         frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
     finally:
       capture.release()
-  return frames, [line.strip() for line in log if line.strip()]
+  log = [line.strip() for line in log if line.strip()]
+  if frames and log:
+    print("\n".join(log), file=sys.stderr)
+  return frames, log
 
 
 def read_first_mask(source):

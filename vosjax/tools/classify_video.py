@@ -41,8 +41,6 @@ def _read_cv2(path: pathlib.Path) -> list[np.ndarray]:
   if not frames:
     reason = f' ({log[-1]})' if log else ''
     raise ValueError(f'{path}: no decodable frames{reason}')
-  if log:  # Frames decoded despite warnings: pass the warnings on.
-    print('\n'.join(log), file=sys.stderr)
   return frames
 
 
