@@ -111,13 +111,18 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(*fn_args).compile()
     compile_s = time.perf_counter() - t0
-    out = jax.block_until_ready(compiled(*fn_args))  # Warm-up, not timed.
+    times, out = repeated(lambda: jax.block_until_ready(compiled(*fn_args)))
+    return compile_s, times, out
+
+  def repeated(call):
+    """([--repeats call times in s], output) of call() after one warm-up."""
+    out = call()
     times = []
     for _ in range(args.repeats):
       t0 = time.perf_counter()
-      out = jax.block_until_ready(compiled(*fn_args))
+      out = call()
       times.append(time.perf_counter() - t0)
-    return compile_s, times, out
+    return times, out
 
   rows = []
 
@@ -143,17 +148,6 @@ def main(argv=None) -> int:
       print(f'torch {torch.__version__}, {torch.get_num_threads()} threads')
     except ImportError:
       print('torch is not installed: no PyTorch rows')
-      torch_i3d = None
-
-  def timed_torch(fn):
-    """([--repeats call times in s], output) of fn() after one warm-up call."""
-    out = fn()
-    times = []
-    for _ in range(args.repeats):
-      t0 = time.perf_counter()
-      out = fn()
-      times.append(time.perf_counter() - t0)
-    return times, out
 
   medians = {}  # (case, impl) -> median s, for the ratio lines.
 
@@ -173,7 +167,7 @@ def main(argv=None) -> int:
   for impl in impls:
     model = i3d.InceptionI3d(conv_impl=impl)
     c, times, logits = timed(lambda v, x, m=model: m.apply(v, x)[0],
-                               variables, x)
+                             variables, x)
     logits = np.asarray(logits)
     if reference is None:
       reference, note = (impl, logits), f'logits vs {impl}: reference'
@@ -187,7 +181,7 @@ def main(argv=None) -> int:
     xt = torch.from_numpy(np.ascontiguousarray(
         np.asarray(x).transpose(0, 4, 1, 2, 3)))
     with torch.no_grad():
-      times, tlogits = timed_torch(lambda: tmodel(xt))
+      times, tlogits = repeated(lambda: tmodel(xt))
     diff = np.abs(tlogits.numpy() - reference[1]).max()
     add_row('I3D forward', fwd_shape, 'torch', (None, times),
             f'max |logits - {reference[0]}| {diff:.1e}')
@@ -201,7 +195,7 @@ def main(argv=None) -> int:
                        x)[0].sum()
 
       c, times, _ = timed(jax.grad(sum_logits), variables['params'],
-                            variables['batch_stats'], x)
+                          variables['batch_stats'], x)
       add_row('I3D grad step', fwd_shape, impl, (c, times),
               'd sum(logits) / d params, inference batch norm')
     if torch_i3d is not None:
@@ -211,7 +205,7 @@ def main(argv=None) -> int:
         tmodel(xt).sum().backward()
         return tmodel.logits.conv.weight.grad
 
-      times, _ = timed_torch(torch_step)
+      times, _ = repeated(torch_step)
       add_row('I3D grad step', fwd_shape, 'torch', (None, times),
               'same, eager')
 
@@ -233,7 +227,7 @@ def main(argv=None) -> int:
 
       step = jax.grad(loss_fn, has_aux=True)
       c, times, _ = timed(step, variables['params'],
-                            variables['batch_stats'], xb, labels)
+                          variables['batch_stats'], xb, labels)
       add_row('I3D fwd+bwd (params grad)', bwd_shape, impl, (c, times),
               'train-mode batch norm')
 
