@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 LAYERS = (
     ("vosjax.errors", "vosjax.image", "vosjax.sharding", "vosjax.distributed",
      "vosjax.xla_flags"),
-    ("vosjax.davis_io", "vosjax.overlays", "vosjax.video_io",
+    ("vosjax.davis_io", "vosjax.overlays", "vosjax.curves", "vosjax.video_io",
      "vosjax.evaluation", "vosjax.evaluate"),
     ("vosjax.data", "vosjax.augment", "vosjax.input_pipeline"),
     ("vosjax.models", "vosjax.losses"),

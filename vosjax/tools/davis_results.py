@@ -15,16 +15,14 @@ frame baseline is taken once (from the first run). Writes:
 
 import argparse
 import csv
-import io
 import json
 import pathlib
 import sys
 
 import cv2
 import numpy as np
-from PIL import Image
 
-from vosjax import davis_io
+from vosjax import curves, davis_io
 from vosjax.errors import InputError
 
 GLOBAL_KEYS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean",
@@ -68,12 +66,8 @@ def collect(folders):
 
 
 def _bar_chart(rows, sequences):
-  """Grouped bars (one group per sequence), PIL image of `[H, W, 3]`."""
-  # matplotlib's tab10, then the light shades of tab20: 14 distinct rows.
-  colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
-             (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127),
-             (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120),
-             (152, 223, 138), (255, 152, 150)]
+  """Grouped bars (one group per sequence), `[H, W, 3]` uint8 RGB."""
+  colours = curves.PALETTE  # 14 distinct rows.
   names = list(rows)
   group = 12 * len(names) + 10
   top, bottom, left = 20 + 14 * (1 + len(names) // 4), 140, 50
@@ -109,7 +103,7 @@ def _bar_chart(rows, sequences):
     cv2.rectangle(img, (x, y - 9), (x + 10, y), colours[m % len(colours)], -1)
     cv2.putText(img, name, (x + 14, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
                 (0, 0, 0), 1)
-  return Image.fromarray(img)
+  return img
 
 
 def write(rows, out_dir):
@@ -136,10 +130,7 @@ def write(rows, out_dir):
                         per_sequence, mode="w")
   davis_io.atomic_write(out_dir / "davis16_val_global.csv", global_rows,
                         mode="w")
-  buffer = io.BytesIO()
-  _bar_chart(rows, sequences).save(buffer, format="PNG")
-  davis_io.atomic_write(out_dir / "davis16_val.png",
-                        lambda f: f.write(buffer.getvalue()))
+  curves.write_png(out_dir / "davis16_val.png", _bar_chart(rows, sequences))
 
 
 def main(argv=None):
