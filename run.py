@@ -24,9 +24,13 @@ Compiled programs are kept in JAX's persistent compilation cache,
 workdir: a second run compiles nothing the first compiled.
 
 Errors the user can act on print one line `run.py: ...` and exit non-zero:
-2 for a bad command line (unknown experiment or field, a bad value), 1 for a
-failed run (data, workdir busy or unusable, config differs from the
-workdir's, NaN loss, checkpoint write or read).
+2 for a bad command line (unknown experiment or field, a bad value: all
+config values are checked by `experiments.validate_config` before any work),
+1 for a failed run (data, workdir busy or unusable, config differs from the
+workdir's, NaN loss, checkpoint write or read). Ctrl-C prints one line,
+`run.py: interrupted at step N; rerun the same command to resume (...)`, and
+exits 130: checkpoints are written whole (a save under way is completed
+first), every other output is written to a temporary name and renamed.
 """
 
 import logging as std_logging
@@ -206,6 +210,21 @@ def _fail(error):
   sys.exit(1)
 
 
+def _interrupted(error):
+  """Ctrl-C: one line instead of a traceback, exit 130 (128 + SIGINT, what a
+  shell reports for a process Ctrl-C ended)."""
+  step = getattr(error, "step", None)
+  if step is None:
+    line = "interrupted; rerun the same command to resume"
+  else:
+    saved = getattr(error, "checkpoint", None)
+    line = (f"interrupted at step {step}; rerun the same command to resume "
+            + (f"(from the step-{saved} checkpoint)" if saved is not None
+               else "(no checkpoint yet: training starts over)"))
+  print(f"run.py: {line}", file=sys.stderr)
+  sys.exit(130)
+
+
 def _claim_workdir(config, workdir, root, is_default):
   """Prepares, locks and checks `workdir`; returns the `Lock` (or None).
 
@@ -234,7 +253,7 @@ def main(argv):
     _usage_error(f"unexpected arguments: {' '.join(argv[1:])}")
   config = flags.FLAGS.config
   try:
-    experiments.validate_config(config)
+    experiments.validate_config(config, prefix="--config.")
   except InputError as e:
     _usage_error(e)
   root = flags.FLAGS.workdir
@@ -257,9 +276,14 @@ def main(argv):
     experiments.get_program(config)(config, workdir)
   except (InputError, RunError) as e:
     _fail(e)
+  except KeyboardInterrupt as e:  # `train.TrainingInterrupted` names a step.
+    _interrupted(e)
   if lock is not None:
     lock.release()
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  try:
+    app.run(main, flags_parser=_parse_flags)
+  except KeyboardInterrupt as interrupt:  # While parsing or starting.
+    _interrupted(interrupt)

@@ -7,13 +7,21 @@ steps (training is deterministic given the step and the data position).
 
 import errno
 import logging
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 
 import jax
+import ml_collections
 import pytest
 
 from orbax.checkpoint._src.path import async_path
 from tests import test_train as tt
+from tests.conftest import REPO_ROOT
 from vosjax import checkpoint
 from vosjax import train
 
@@ -128,3 +136,140 @@ def test_fit_rejects_counts_below_one_before_compiling(tmp_path):
       train.fit(tt._init_state(), tt._TRAIN_STEP, batches, **args)
     assert batches.pos == 0
   assert not any(tmp_path.iterdir())  # Nothing written.
+
+
+# ---------------------------------------------------------------------------
+# Reading a run (segment_video, --config.evaluate_only=True) never changes it.
+
+
+def _tree(folder):
+  """Every path under `folder` with its bytes (None for a folder)."""
+  folder = pathlib.Path(folder)
+  return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None
+          for p in sorted(folder.rglob("*"))}
+
+
+def _truncate(step_dir):
+  """Cuts every array data file of a saved step to half its size, as a copy
+  or a disk cut short would (Orbax's reads then fail inside TensorStore)."""
+  hit = 0
+  for path in (step_dir / "state").rglob("*"):
+    if path.is_file() and path.parent.name == "d":
+      path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+      hit += 1
+  assert hit, f"no data files under {step_dir}"
+
+
+_TRAIN_CONFIG = {"num_steps": 4, "batch_size": 8, "checkpoint_every": 2,
+                 "log_every": 2}
+
+
+def evaluate_only(workdir):
+  """`pipeline.fit_parent(evaluate_only=True)` on the toy model: the read
+  that segment_video and `--config.evaluate_only=True` make."""
+  from vosjax import pipeline  # pylint: disable=g-import-not-at-top
+  state = tt._init_state()
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  return pipeline.fit_parent(
+      variables, tt._loss_fn, None, ml_collections.ConfigDict(_TRAIN_CONFIG),
+      workdir, seed=1, evaluate_only=True, tx=tt._TX)
+
+
+def _read_only_copy_runner():
+  """argv prefix that runs a command as a user who cannot write the run
+  (root writes anywhere: `setpriv` to nobody), or [] if this user already
+  cannot once the folder is made read-only."""
+  if os.geteuid() != 0:
+    return []
+  setpriv = shutil.which("setpriv")
+  if setpriv is None:
+    pytest.skip("root without setpriv: no read-only folder to test")
+  return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def test_reading_a_truncated_newest_checkpoint_warns_once_and_changes_nothing():
+  """A truncated newest step in a read-only run: one clean line naming the
+  step used and the step skipped, no traceback, not one byte changed."""
+  # Under /tmp (not pytest's 0700 tmp_path) so that nobody can read it.
+  root = pathlib.Path(tempfile.mkdtemp(prefix="vosjax-ro-run-"))
+  try:
+    tt._fit(root, tt._Batches(), num_steps=4)  # Checkpoints 2 and 4.
+    _truncate(root / train.CHECKPOINT_DIR / "4")
+    for path in [root, *root.rglob("*")]:
+      path.chmod(0o555 if path.is_dir() else 0o444)
+    before = _tree(root)
+    code = ("import sys\nfrom tests import test_checkpoint\n"
+            "test_checkpoint.evaluate_only(sys.argv[1])\nprint('read')\n")
+    result = subprocess.run(
+        [*_read_only_copy_runner(), sys.executable, "-c", code, str(root)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HOME": "/tmp"})
+    assert result.returncode == 0 and result.stdout == "read\n", result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    ckpt_dir = root / train.CHECKPOINT_DIR
+    assert (f"checkpoint step 4 in {ckpt_dir} is unreadable (ValueError: "
+            "OUT_OF_RANGE: ") in lines[0], lines[0]
+    assert lines[0].endswith("); using step 2 instead (nothing renamed)")
+    assert "TensorStore" not in lines[0]
+    assert "<bound method" not in lines[0] and len(lines[0]) < 600
+    assert _tree(root) == before  # Nothing renamed, created or written.
+  finally:
+    for path in [root, *root.rglob("*")]:
+      path.chmod(0o755 if path.is_dir() else 0o644)
+    shutil.rmtree(root)
+
+
+def test_a_reading_restore_leaves_the_step_to_the_first_save(tmp_path,
+                                                            caplog):
+  """A `Checkpointer` that restored without `set_aside` and then saves moves
+  the unreadable step aside first (Orbax would otherwise count it as the
+  newest step and refuse to write that step number again)."""
+  tt._fit(tmp_path, tt._Batches(), num_steps=4)
+  ckpt_dir = tmp_path / train.CHECKPOINT_DIR
+  _corrupt(ckpt_dir / "4")
+  ckpt = checkpoint.Checkpointer(ckpt_dir, async_save=False)
+  with caplog.at_level(logging.WARNING):
+    state, data_state = ckpt.restore(tt._init_state())
+  assert int(state.step) == 2 and data_state == {"pos": 2}
+  assert sorted(p.name for p in ckpt_dir.iterdir()) == ["2", "4"]
+  ckpt.save(state.replace(step=state.step + 2), {"pos": 4})
+  ckpt.close()
+  assert sorted(p.name for p in ckpt_dir.iterdir()) == ["2", "4",
+                                                        "4.unreadable"]
+  messages = [r.getMessage() for r in caplog.records
+              if r.levelno >= logging.WARNING and "orbax" not in r.pathname]
+  assert len(messages) == 2, messages
+  assert messages[0].startswith(
+      f"checkpoint step 4 in {ckpt_dir} is unreadable (ValueError: ")
+  assert messages[0].endswith("); using step 2 instead (nothing renamed)")
+  assert messages[1] == (
+      f"moved unreadable checkpoint step(s) 4 in {ckpt_dir} aside (kept as "
+      f"4.unreadable) before saving")
+
+
+def test_a_checkpointer_creates_nothing_until_it_saves(tmp_path):
+  folder = tmp_path / "run" / train.CHECKPOINT_DIR
+  ckpt = checkpoint.Checkpointer(folder)
+  assert ckpt.latest_step() is None
+  with pytest.raises(FileNotFoundError, match=f"no checkpoint in {folder}"):
+    ckpt.restore(tt._init_state())
+  ckpt.close()
+  assert not (tmp_path / "run").exists()
+
+
+def test_orbax_read_wrapper_is_replaced_by_its_cause():
+  cause = ValueError('OUT_OF_RANGE: Error reading "a/0.0" in OCDBT database '
+                     "[tensorstore_spec='{...}']")
+  try:
+    try:
+      raise cause
+    except ValueError as e:
+      raise Exception(  # pylint: disable=broad-exception-raised
+          "Encountered error while reading array index: (slice(0, 3, 1),). "
+          "See full TensorStore details: <bound method pybind11_detail.spec "
+          "of TensorStore({\n  'base': {\n") from e
+  except Exception as e:  # pylint: disable=broad-except
+    text = checkpoint._one_line(e)  # pylint: disable=protected-access
+  assert text == ('ValueError: OUT_OF_RANGE: Error reading "a/0.0" in OCDBT '
+                  "database")

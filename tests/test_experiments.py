@@ -41,3 +41,72 @@ def test_override_config_bad_field_or_value_is_one_line(overrides, message):
   with pytest.raises(ValueError, match=message) as info:
     experiments.override_config(config, overrides)
   assert "\n" not in str(info.value)
+
+
+def test_every_experiment_passes_validate_config():
+  for name in experiments.available_experiments():
+    experiments.validate_config(experiments.load_config(name))
+
+
+@pytest.mark.parametrize("name, overrides, message", [
+    ("pml_i3d_zero_shot", {"eval.scale": 0.0},
+     "config.eval.scale=0.0: must be a number in (0, 4]"),
+    ("pml_i3d_zero_shot", {"eval.scale": 4.5},
+     "config.eval.scale=4.5: must be a number in (0, 4]"),
+    ("pml_i3d_zero_shot", {"eval.scale": float("nan")},
+     "config.eval.scale=nan: must be a number in (0, 4]"),
+    ("osvos_demo", {"inference.scale": -1.0},
+     "config.inference.scale=-1.0: must be a number in (0, 4]"),
+    ("osvos_demo", {"finetune.scale": 0.0},
+     "config.finetune.scale=0.0: must be a number in (0, 4]"),
+    ("pml_i3d_zero_shot", {"eval.k": 0},
+     "config.eval.k=0: must be a whole number >= 1"),
+    ("pml_i3d_zero_shot", {"eval.clip_len": 0},
+     "config.eval.clip_len=0: must be a whole number >= 1"),
+    ("fc_i3d_demo", {"inference.tile": 0},
+     "config.inference.tile=0: must be a whole number >= 1"),
+    ("fc_i3d_demo", {"inference.stride": 300},
+     "config.inference.stride=300: must be <= config.inference.tile (64); a "
+     "larger step leaves frames or pixels between windows unpredicted"),
+    ("fc_i3d_demo", {"inference.clip_stride": 9},
+     "config.inference.clip_stride=9: must be <= config.inference.clip_len "
+     "(8); a larger step leaves frames or pixels between windows "
+     "unpredicted"),
+    ("pml_demo", {"train.learning_rate": -0.001},
+     "config.train.learning_rate=-0.001: must be a number >= 0"),
+    ("osvos_demo", {"train.momentum": 1.0},
+     "config.train.momentum=1.0: must be a number in [0, 1)"),
+    ("pml_demo", {"eval.online_confidence_ratio": 0.0},
+     "config.eval.online_confidence_ratio=0.0: must be a number in (0, 1]"),
+    ("osvos_demo", {"train.scale_range": (1.25, 0.75)},
+     "config.train.scale_range=[1.25, 0.75]: must be two numbers low, high "
+     "with 0 < low <= high"),
+    ("osvos_demo", {"data.val_sequences": ","},
+     "config.data.val_sequences=',': names no sequence; give "
+     "comma-separated names, or leave it empty for the whole split"),
+    ("osvos_demo", {"data.train_sequences": " , "},
+     "config.data.train_sequences=' , ': names no sequence; give "
+     "comma-separated names, or leave it empty for the whole split"),
+    ("fc_i3d_demo", {"model.compute_dtype": "float16"},
+     "config.model.compute_dtype='float16': expected one of 'float32', "
+     "'bfloat16'"),
+])
+def test_validate_config_names_the_field_in_one_line(name, overrides,
+                                                     message):
+  config = experiments.override_config(experiments.load_config(name),
+                                       overrides)
+  with pytest.raises(experiments.InputError) as info:
+    experiments.validate_config(config, prefix="config.")
+  assert str(info.value) == message
+  # By default it names the command line's flag (run.py, segment_video).
+  with pytest.raises(experiments.InputError) as info:
+    experiments.validate_config(config)
+  assert str(info.value) == message.replace("config.", "--config.")
+
+
+def test_validate_config_keeps_legitimate_edge_values():
+  config = experiments.override_config(experiments.load_config("osvos_demo"), {
+      "inference.scale": 4.0, "train.momentum": 0.0,
+      "train.learning_rate": 0.0, "data.val_sequences": "a, b,",
+      "finetune.max_batch_sequences": 0, "train.num_steps": 0})
+  experiments.validate_config(config)

@@ -132,6 +132,38 @@ def test_bad_counts_are_usage_errors_before_compiling(tmp_path, override,
   assert not any(tmp_path.iterdir())  # Stopped before touching the workdir.
 
 
+def _tree(folder):
+  """Every path under `folder` with its bytes (None for a folder)."""
+  return {str(p): p.read_bytes() if p.is_file() else None
+          for p in sorted(pathlib.Path(folder).rglob("*"))}
+
+
+@pytest.mark.parametrize("experiment, override, message", [
+    # Every frame after the first came out background (J&F 0.000).
+    ("pml_i3d_zero_shot", "--config.eval.scale=0",
+     "--config.eval.scale=0.0: must be a number in (0, 4]"),
+    ("osvos_demo", "--config.inference.scale=-0.5",
+     "--config.inference.scale=-0.5: must be a number in (0, 4]"),
+    # A 108-line traceback after loading the model.
+    ("pml_i3d_zero_shot", "--config.eval.k=0",
+     "--config.eval.k=0: must be a whole number >= 1"),
+    # Ran all 20 sequences, where `evaluate --sequences ,` is an error.
+    ("osvos_demo", "--config.data.val_sequences=,",
+     "--config.data.val_sequences=',': names no sequence; give "
+     "comma-separated names, or leave it empty for the whole split"),
+])
+def test_bad_values_are_usage_errors_before_any_work(tmp_path, experiment,
+                                                     override, message):
+  """One line naming the field, exit 2; an earlier run there is untouched."""
+  (tmp_path / experiment).mkdir()
+  (tmp_path / experiment / "notes.txt").write_text("the user's\n")
+  before = _tree(tmp_path)
+  line = _one_line(_run(f"--experiment={experiment}", f"--workdir={tmp_path}",
+                        override), code=2)
+  assert line == f"run.py: {message}"
+  assert _tree(tmp_path) == before  # No lock, no config.json, nothing.
+
+
 def test_workdir_that_is_a_file_is_one_line(tmp_path):
   (tmp_path / "file").write_text("")
   line = _one_line(_run("--experiment=smoke", f"--workdir={tmp_path}/file"))
@@ -276,3 +308,73 @@ def test_helpfull_lists_the_multiprocess_and_cache_flags():
   for flag in ("--coordinator_address", "--num_processes", "--process_id",
                "--compilation_cache"):
     assert flag in result.stdout, flag
+
+
+# ---------------------------------------------------------------------------
+# Ctrl-C: one line, exit 130, nothing half-written, the same command resumes.
+
+import re  # pylint: disable=g-import-not-at-top,g-bad-import-order
+import signal  # pylint: disable=g-import-not-at-top,g-bad-import-order
+
+# run.py's main with a program that trains the toy model of test_train for
+# 12 steps, checkpointing every 2 (slowly while $SLOW_BATCHES is set).
+_TOY_TRAINING = (
+    "import os, sys, time\n"
+    "from absl import app\n"
+    "import run\n"
+    "from tests import test_train as tt\n"
+    "from vosjax import experiments, train\n"
+    "class Batches(tt._Batches):\n"
+    "  def __next__(self):\n"
+    "    if os.environ.get('SLOW_BATCHES'):\n"
+    "      time.sleep(0.3)\n"
+    "    return super().__next__()\n"
+    "def program(config, workdir):\n"
+    "  train.fit(tt._init_state(), tt._TRAIN_STEP, Batches(), num_steps=12,\n"
+    "            workdir=workdir, rng=tt._key(1), checkpoint_every=2,\n"
+    "            log_every=2, log_every_secs=0.0)\n"
+    "  print('trained', flush=True)\n"
+    "experiments.get_program = lambda config: program\n"
+    "sys.argv = ['run.py', '--experiment=smoke', '--workdir=' + sys.argv[1]]\n"
+    "app.run(run.main, flags_parser=run._parse_flags)\n")
+
+
+def test_ctrl_c_is_one_line_exit_130_and_the_same_command_resumes(tmp_path):
+  command = [sys.executable, "-c", _TOY_TRAINING, str(tmp_path)]
+  ckpt_dir = tmp_path / "smoke" / "checkpoints"
+  proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "SLOW_BATCHES": "1"})
+  try:
+    deadline = time.time() + 120
+    while not (ckpt_dir / "2").is_dir() and proc.poll() is None:
+      assert time.time() < deadline, "no checkpoint within 120 s"
+      time.sleep(0.1)
+    time.sleep(0.5)  # Into the next steps, a save possibly under way.
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == 130, stderr
+  assert "Traceback" not in stderr and stderr.count("run.py: ") == 1, stderr
+  last = stderr.strip().splitlines()[-1]
+  match = re.fullmatch(r"run\.py: interrupted at step (\d+); rerun the same "
+                       r"command to resume \(from the step-(\d+) checkpoint\)",
+                       last)
+  assert match, last
+  step, saved = int(match.group(1)), int(match.group(2))
+  assert 2 <= saved <= step < 12, (saved, step)
+  # Only whole checkpoints, the newest the one named; no temporary folder.
+  names = sorted(p.name for p in ckpt_dir.iterdir())
+  assert names == sorted(str(s) for s in (saved - 2, saved) if s), names
+  before = (tmp_path / "smoke" / "metrics.jsonl").read_text()
+  assert before.endswith("\n")  # No line cut short.
+
+  result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0 and result.stdout == "trained\n", result.stderr
+  assert f"Resumed from step {saved} in {ckpt_dir}" in result.stderr
+  steps = [json.loads(line)["step"] for line in
+           (tmp_path / "smoke" / "metrics.jsonl").read_text().splitlines()]
+  assert steps == [2, 4, 6, 8, 10, 12], steps

@@ -9,6 +9,7 @@ Nothing needs registering: adding a file adds an experiment.
 import ast
 import importlib
 import importlib.util
+import math
 import os
 import pathlib
 import sys
@@ -110,34 +111,130 @@ def describe(name, directory=EXPERIMENTS_DIR):
   return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
-def validate_config(config):
-  """One-line `InputError` for counts that can only be meant as >= 1 (or 0).
+# Value checks of `validate_config`, by the last part of a field's name.
+# Each bad value here failed late (a traceback after loading or training) or,
+# worse, silently: `eval.scale=0` made every frame after the first
+# background, a negative learning rate climbs the loss.
+_WHOLE_AT_LEAST = {
+    # Counts and sizes: 0 divides by zero, builds empty batches or windows.
+    1: ("k", "clip_len", "clip_stride", "stride", "tile", "num_frames",
+        "crop_size", "chunk_size", "ref_chunk_size", "clips_per_sequence",
+        "pool_size", "steps_per_epoch", "length_bucket", "online_capacity",
+        "anchors_per_object", "pool_per_object", "num_ref_frames",
+        "max_objects", "image_size", "height", "width", "num_val",
+        "embed_dim", "hidden_dim", "side_features"),
+    # 0 means "none" or "automatic" (num_steps=0: no training where a
+    # program allows it, e.g. pml; `train.fit` refuses 0).
+    0: ("num_steps", "max_batch_sequences", "online_max_add_per_frame",
+        "dilation_radius", "finetune_dilation_radius", "max_frames_apart",
+        "warmup_steps"),
+}
+# (low, high, low included, high included) of real-valued fields.
+_RANGES = {
+    "scale": (0.0, 4.0, False, True),  # Resize factors of frames.
+    "width_multiplier": (0.0, math.inf, False, False),
+    "learning_rate": (0.0, math.inf, True, False),
+    "weight_decay": (0.0, math.inf, True, False),
+    "margin": (0.0, math.inf, True, False),
+    "momentum": (0.0, 1.0, True, False),
+    "min_foreground": (0.0, 1.0, True, True),
+    "online_confidence_ratio": (0.0, 1.0, False, True),
+}
+# Comma-separated sequence names; empty chooses the whole split.
+_SEQUENCE_LISTS = ("train_sequences", "val_sequences")
+# (window, step) pairs where a step beyond the window skips frames or pixels.
+_WINDOW_STEPS = (("inference.tile", "inference.stride"),
+                 ("inference.clip_len", "inference.clip_stride"))
 
-  Checked before anything is compiled: every field named `batch_size`,
-  `*_batch_size` or `*_every` must be a whole number >= 1 (0 divides by zero
-  or builds an empty batch), every `num_steps` one >= 0 (0 means "no
-  training" where a program allows it, e.g. pml; `train.fit` refuses 0).
-  Every field named `compute_dtype` must be one of
-  `vosjax.models.conv3d.COMPUTE_DTYPES` ("float32", "bfloat16").
+
+def _is_number(value):
+  return (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value))
+
+
+def _interval(low, high, low_in, high_in):
+  return (f"{'[' if low_in else '('}{low:g}, "
+          f"{high:g}{']' if high_in else ')'}")
+
+
+def _check_value(name, value, flag):
+  """One-line `InputError` for a bad value of field `name` (its last part)."""
+  for low, fields in _WHOLE_AT_LEAST.items():
+    if name in fields or (low == 1 and (name.endswith("batch_size")
+                                        or name.endswith("_every"))):
+      if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InputError(f"{flag}={value!r}: must be a whole number >= {low}")
+      return
+  if name in _RANGES:
+    low, high, low_in, high_in = _RANGES[name]
+    if not _is_number(value) or not (
+        (low <= value if low_in else low < value) and
+        (value <= high if high_in else value < high)):
+      what = (f">= {low:g}" if high == math.inf and low_in else
+              f"> {low:g}" if high == math.inf else
+              f"in {_interval(low, high, low_in, high_in)}")
+      raise InputError(f"{flag}={value!r}: must be a number {what}")
+  elif name == "scale_range":
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+        or not all(_is_number(v) for v in value)
+        or not 0 < value[0] <= value[1]):
+      raise InputError(f"{flag}={value!r}: must be two numbers low, high "
+                       f"with 0 < low <= high")
+  elif name in _SEQUENCE_LISTS:
+    if not isinstance(value, str):
+      raise InputError(f"{flag}={value!r}: must be comma-separated sequence "
+                       f"names (empty: the whole split)")
+    parts = [p.strip() for p in value.split(",")]
+    if value.strip() and not any(parts):
+      raise InputError(f"{flag}={value!r}: names no sequence; give "
+                       f"comma-separated names, or leave it empty for the "
+                       f"whole split")
+
+
+def validate_config(config, prefix="--config."):
+  """One-line `InputError` for a config value that cannot be meant.
+
+  Checked before anything is read, compiled or written, by run.py and by
+  `segment.load` (after its overrides), so both refuse the same values:
+
+  - counts: every field named `batch_size`, `*_batch_size` or `*_every`,
+    and those in `_WHOLE_AT_LEAST[1]` (`eval.k`, clip lengths, strides,
+    tiles, crop sizes, chunk sizes, ...), a whole number >= 1; `num_steps`
+    and the others of `_WHOLE_AT_LEAST[0]` >= 0;
+  - real values in `_RANGES`: `eval.scale`, `inference.scale` and
+    `finetune.scale` in (0, 4]; learning rates, weight decay and the triplet
+    margin >= 0; momentum in [0, 1); ...; `scale_range` 0 < low <= high;
+  - `inference.stride <= inference.tile` and `inference.clip_stride <=
+    inference.clip_len` (a larger step never predicts what lies between);
+  - `data.train_sequences` / `data.val_sequences`: empty (the whole split)
+    or naming at least one sequence (`,` is an error, as `--sequences ,` is
+    for `python -m vosjax.evaluate`);
+  - every field named `compute_dtype` one of
+    `vosjax.models.conv3d.COMPUTE_DTYPES` ("float32", "bfloat16").
+
+  Args:
+    config: the resolved `ml_collections.ConfigDict`.
+    prefix: put before the dotted field in messages: "--config." (the
+      command line's flag, `--config.eval.scale=0.0: ...`; `segment.load`
+      rewrites it in its caller's terms), or e.g. "config." elsewhere.
   """
   # pylint: disable=g-import-not-at-top
   from vosjax import workdir
   from vosjax.models import conv3d
   # pylint: enable=g-import-not-at-top
-  for field, value in sorted(workdir.config_to_dict(config).items()):
+  fields = workdir.config_to_dict(config)
+  for field, value in sorted(fields.items()):
     name = field.rsplit(".", 1)[-1]
     if name == "compute_dtype":
-      conv3d.compute_dtype(value, flag=f"--config.{field}")
-      continue
-    if name == "num_steps":
-      low = 0
-    elif name.endswith("batch_size") or name.endswith("_every"):
-      low = 1
+      conv3d.compute_dtype(value, flag=f"{prefix}{field}")
     else:
-      continue
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-      raise InputError(f"--config.{field}={value!r}: must be a whole number "
-                       f">= {low}")
+      _check_value(name, value, f"{prefix}{field}")
+  for window, step in _WINDOW_STEPS:
+    if window in fields and step in fields and fields[step] > fields[window]:
+      raise InputError(
+          f"{prefix}{step}={fields[step]!r}: must be <= {prefix}{window} "
+          f"({fields[window]!r}); a larger step leaves frames or pixels "
+          f"between windows unpredicted")
 
 
 def get_program(config):

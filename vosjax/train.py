@@ -278,6 +278,15 @@ class NonFiniteLossError(RunError):
   """The loss (or gradient norm) became NaN or Inf; training was stopped."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+  """Ctrl-C in `fit` after `step` updates; `checkpoint` is the last step
+  saved (None: none yet), where the same command resumes."""
+
+  def __init__(self, step, checkpoint):
+    super().__init__(step, checkpoint)
+    self.step, self.checkpoint = step, checkpoint
+
+
 def _check_positive(name, value):
   """`InputError` naming the config field unless `value` is an int >= 1."""
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
@@ -405,11 +414,12 @@ def fit(state, train_step, batches, *, num_steps, workdir, rng, mesh=None,
   metrics_path = workdir / METRICS_FILE
   ckpt = Checkpointer(workdir / CHECKPOINT_DIR, max_to_keep=max_to_keep,
                       async_save=async_checkpoint)
+  last_good = step = None
   try:
-    last_good = None
     if ckpt.latest_step() is not None:
-      # The newest readable checkpoint (an unreadable newer one is skipped).
-      state, data_state = ckpt.restore(state)
+      # The newest readable checkpoint; an unreadable newer one is moved
+      # aside, since this run writes checkpoints here.
+      state, data_state = ckpt.restore(state, set_aside=True)
       last_good = int(jax.device_get(state.step))
       batches.set_state(data_state)
       logging.info("Resumed from step %d in %s", last_good, ckpt.directory)
@@ -471,6 +481,10 @@ def fit(state, train_step, batches, *, num_steps, workdir, rng, mesh=None,
       if is_ckpt:
         last_good = ckpt.save(state, batches.get_state())
     return state
+  except KeyboardInterrupt:
+    # The `finally` first completes a save under way (Orbax writes a step
+    # in a temporary folder and renames it: none is ever half-written).
+    raise TrainingInterrupted(step, last_good) from None
   finally:
     ckpt.close()
 
