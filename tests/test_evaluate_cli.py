@@ -365,3 +365,131 @@ def test_cli_failed_run_leaves_no_stale_results(tmp_path):
   assert "bb/00002.png" in proc.stderr, proc.stderr
   assert not any(p.exists() for p in outputs)
   assert not list(res_dir.glob(".*"))  # no temp files left either
+
+
+# ---------------------------------------------------------------------------
+# Input the evaluator used to score silently or report vaguely: one line
+# naming the flag, sequence or frames, exit 1, no file changed or written.
+
+import hashlib  # pylint: disable=g-import-not-at-top,g-bad-import-order
+
+import cv2  # pylint: disable=g-import-not-at-top,g-bad-import-order
+
+
+def _digest(*folders):
+  """Every path under `folders` with a hash of its bytes."""
+  out = {}
+  for folder in folders:
+    for p in sorted(pathlib.Path(folder).rglob("*")):
+      out[str(p)] = (hashlib.sha256(p.read_bytes()).hexdigest()
+                     if p.is_file() else None)
+  return out
+
+
+def _cli_error(root, results, *extra):
+  """Runs the CLI in a subprocess; its one stderr line after `error: `."""
+  before = _digest(root, results)
+  proc = subprocess.run(
+      [sys.executable, "-m", "vosjax.evaluate", "--davis_path", str(root),
+       "--results_path", str(results), *extra],
+      capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
+  assert proc.returncode == 1, (proc.returncode, proc.stderr)
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+  assert _digest(root, results) == before  # Nothing written or changed.
+  return lines[0][len("error: "):]
+
+
+def _davis_2016_with_train(tmp_path):
+  """A 2016 folder with val (aa, 5 frames) and train (tt) splits, and
+  results for both sequences."""
+  rng = np.random.default_rng(6)
+  root = tmp_path / "DAVIS"
+  gts = _make_2016(root, {"aa": 5}, rng)
+  tt = _blob_seq(rng, 5, 1)
+  for i in range(5):
+    path = root / "Annotations" / "480p" / "tt" / f"{i:05d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(tt[i] * 255).save(path)
+  (root / "ImageSets" / "480p" / "train.txt").write_text("".join(
+      f"/JPEGImages/480p/tt/{i:05d}.jpg /Annotations/480p/tt/{i:05d}.png\n"
+      for i in range(5)))
+  res = tmp_path / "res"
+  _write_results(res, {"aa": gts["aa"], "tt": tt})
+  return root, res
+
+
+def test_cli_sequence_of_another_set_is_refused(tmp_path):
+  root, res = _davis_2016_with_train(tmp_path)
+  message = _cli_error(root, res, "--set", "val", "--sequences",
+                       "aa,tt")
+  assert message == (f"--sequences: tt is not in --set val (--year 2016) of "
+                     f"{root}")
+
+
+def test_cli_shifted_frame_names_are_refused(tmp_path):
+  """Predictions 00001..00005 against ground truth 00000..00004."""
+  root, res = _davis_2016_with_train(tmp_path)
+  frames = sorted((res / "aa").iterdir(), reverse=True)
+  for path in frames:
+    path.rename(path.with_name(f"{int(path.stem) + 1:05d}.png"))
+  message = _cli_error(root, res, "--sequences", "aa")
+  assert message == (
+      f"sequence aa: prediction names in {res / 'aa'} do not match the "
+      f"ground-truth frames 00000..00004: missing 00000; extra 00005")
+
+
+def test_cli_16_bit_prediction_above_255_is_refused(tmp_path):
+  root, res = _davis_2016_with_train(tmp_path)
+  ids = davis_io.read_mask(res / "aa" / "00002.png")  # Palette {0, 1}.
+  wide = ids.astype(np.uint16) * 256  # 16-bit, the object as id 256.
+  path = res / "aa" / "00002.png"
+  assert cv2.imwrite(str(path), wide) and wide.max() == 256
+  message = _cli_error(root, res, "--sequences", "aa")
+  assert message == (
+      f"sequence aa: prediction {path} is a 16-bit PNG holding id 256; masks "
+      f"hold ids 0-255 (255 = void): write 8-bit palette or grayscale PNGs")
+
+
+def test_cli_16_bit_prediction_up_to_255_scores_as_8_bit(tmp_path, capsys):
+  root, res = _davis_2016_with_train(tmp_path)
+  rc, _, err = _run(["--davis_path", str(root), "--results_path", str(res),
+                     "--sequences", "aa"], capsys)
+  assert rc == 0, err
+  eight = json.loads((res / "results.json").read_text())
+  for path in (res / "aa").glob("*.png"):
+    ids = davis_io.read_mask(path)
+    assert cv2.imwrite(str(path), ids.astype(np.uint16))
+  rc, _, err = _run(["--davis_path", str(root), "--results_path", str(res),
+                     "--sequences", "aa"], capsys)
+  assert rc == 0, err
+  assert json.loads((res / "results.json").read_text()) == eight
+
+
+def test_cli_results_path_that_is_a_file(tmp_path):
+  root, _ = _davis_2016_with_train(tmp_path)
+  file = tmp_path / "results.txt"
+  file.write_text("not a folder\n")
+  message = _cli_error(root, file)
+  assert message == f"--results_path {file} is a file, not a folder"
+
+
+def test_cli_davis_path_without_image_sets(tmp_path):
+  root, res = _davis_2016_with_train(tmp_path)
+  for path in (root / "ImageSets" / "480p").iterdir():
+    path.unlink()
+  (root / "ImageSets" / "480p").rmdir()
+  (root / "ImageSets").rmdir()
+  message = _cli_error(root, res)
+  assert message == (
+      f"--davis_path {root} has no ImageSets/ folder (the split files "
+      f"listing each set's sequences); point it at the DAVIS root, the "
+      f"folder holding Annotations/, ImageSets/ and JPEGImages/")
+
+
+def test_cli_unknown_set_names_the_sets_there(tmp_path):
+  root, res = _davis_2016_with_train(tmp_path)
+  message = _cli_error(root, res, "--set", "test")
+  assert message.startswith("unknown --set 'test' for --year 2016: no split "
+                            "file"), message
+  assert message.endswith("; sets there: train, val"), message

@@ -11,7 +11,11 @@ and `--exclude_void` (void pixels left out of J and F instead of scored as
 background; not the official protocol) are extensions of the official tool.
 The three output files are deleted before evaluating, so a failed run never
 leaves the previous figures looking current. Bad input: a one-line error on
-stderr naming the file, sequence or flag, exit status 1, nothing written.
+stderr naming the file, sequence or flag, exit status 1, nothing written. It
+is stricter than the official tool where that would score the wrong thing:
+`--sequences` must belong to `--set`, every PNG of a sequence's results
+must be named after one of its ground-truth frames (missing and extra names
+are listed), and 16-bit PNGs holding ids above 255 are refused.
 """
 
 import argparse
@@ -35,7 +39,7 @@ def parse_args(argv):
   parser.add_argument("--task", default="semi-supervised",
                       choices=davis.TASKS)
   parser.add_argument("--sequences", default=None,
-                      help="comma-separated subset of the split (extension)")
+                      help="comma-separated subset of --set (extension)")
   parser.add_argument("--exclude_void", action="store_true",
                       help="drop ground-truth void pixels (255) from J and F; "
                            "NOT the official protocol, which scores them as "

@@ -25,17 +25,23 @@ protocol.
 Frames: as officially, the ground-truth mask names define the frames; a frame
 with a JPEG (or a 2016 split-file entry, or a gap in the numbering) but no
 ground-truth mask is an error naming the missing file. Results are read as
-`<results_path>/<seq>/<frame>.png` for the evaluated frames only; other files
-in a results folder (overlay GIFs, `.DS_Store`, ...) are ignored, as the
-official `Results.read_masks` ignores them.
+`<results_path>/<seq>/<frame>.png` for the evaluated frames only; files that
+are not PNGs (overlay GIFs, `.DS_Store`, ...) are ignored, as the official
+`Results.read_masks` ignores them. Stricter than the official code, every
+PNG there must be named after a ground-truth frame: names shifted by one
+(00001..00050 against 00000..00049) would otherwise be scored against the
+wrong frames, so missing and extra names are reported together.
 
 Bad input (a missing sequence folder, ground-truth mask or result frame, a
-file that is not a PNG where a PNG is read, a prediction whose size differs
-from its ground truth, ids above the object count, an unknown split) raises
-`davis_io.DavisFormatError` naming the sequence or file; nothing is written.
+PNG not named after a frame, a file that is not a PNG where a PNG is read, a
+prediction whose size differs from its ground truth, ids above the object
+count, a 16-bit PNG holding ids above 255, an unknown split, a sequence not
+in the split, a DAVIS folder without `ImageSets/`) raises
+`davis_io.DavisFormatError` naming the sequence, file or flag; nothing is
+written.
 
 Extension of the official CLI: `sequences` evaluates the listed sequences
-only (smoke runs on one or two sequences).
+only (smoke runs on one or two sequences); each must belong to the split.
 """
 
 import concurrent.futures
@@ -172,25 +178,46 @@ def _check_ground_truth(davis_path, seq, gt_paths, listed):
         f" ({len(missing)} frame(s) without one)")
 
 
-def _result_paths(results_path, seq, eval_names):
+def _listed(names, most=5):
+  """'a, b, c' (the first `most`, then how many in all)."""
+  shown = ", ".join(names[:most])
+  return shown if len(names) <= most else f"{shown}, ... ({len(names)} in all)"
+
+
+def _result_paths(results_path, seq, gt_names):
   """Result PNG of every evaluated frame: `<results>/<seq>/<frame>.png`.
 
-  As the official `Results.read_masks`, only those names are read: any other
-  file (an overlay GIF, `.DS_Store`, PNGs of other frames) is ignored, and a
-  missing one is an error naming it.
+  As the official `Results.read_masks`, only the evaluated frames are read
+  (not the first and last, which the semi-supervised task never scores) and
+  files that are not PNGs (an overlay GIF, `.DS_Store`) are ignored. Every
+  PNG there must be named after a ground-truth frame, though: a PNG that is
+  not one means the names are shifted or padded differently (predictions
+  00001..00050 against frames 00000..00049 would otherwise be scored one
+  frame off), so missing and extra names are reported together.
   """
   seq_dir = pathlib.Path(results_path) / seq
+  if seq_dir.exists() and not seq_dir.is_dir():
+    raise davis_io.DavisFormatError(
+        f"sequence {seq}: results folder {seq_dir} is a file, not a folder")
   if not seq_dir.is_dir():
     raise davis_io.DavisFormatError(
         f"sequence {seq}: missing results folder {seq_dir}")
-  present = set(os.listdir(seq_dir))
-  paths = []
-  for name in eval_names:
-    if f"{name}.png" not in present:
-      raise davis_io.DavisFormatError(
-          f"sequence {seq}: missing frame {seq_dir / (name + '.png')}")
-    paths.append(seq_dir / f"{name}.png")
-  return paths
+  present = {n[:-4] for n in os.listdir(seq_dir)
+             if n.endswith(".png") and not n.startswith(".")}
+  extra = sorted(present.difference(gt_names))
+  if extra:
+    missing = [n for n in gt_names if n not in present]
+    raise davis_io.DavisFormatError(
+        f"sequence {seq}: prediction names in {seq_dir} do not match the "
+        f"ground-truth frames {gt_names[0]}..{gt_names[-1]}: missing "
+        f"{_listed(missing) or 'none'}; extra {_listed(extra)}")
+  missing = [n for n in gt_names[1:-1] if n not in present]
+  if missing:
+    raise davis_io.DavisFormatError(
+        f"sequence {seq}: missing frame {seq_dir / (missing[0] + '.png')}"
+        + (f" ({len(missing)} evaluated frames without a prediction: "
+           f"{_listed(missing)})" if len(missing) > 1 else ""))
+  return [seq_dir / f"{name}.png" for name in gt_names[1:-1]]
 
 
 def _evaluate_one(davis_path, results_path, seq, year, exclude_void, listed):
@@ -203,8 +230,7 @@ def _evaluate_one(davis_path, results_path, seq, year, exclude_void, listed):
   _check_ground_truth(davis_path, seq, gt_paths, listed)
   # Official: frame names come from the ground truth; the semi-supervised
   # task never reads the first and last frames of the results.
-  pred_paths = _result_paths(results_path, seq,
-                             [p.stem for p in gt_paths][1:-1])
+  pred_paths = _result_paths(results_path, seq, [p.stem for p in gt_paths])
   first = _decode(gt_paths[0], None, seq, "ground truth")
   shape = first.shape
   g = np.empty(shape, np.uint8)
@@ -263,10 +289,10 @@ def evaluate_davis(davis_path, results_path, *, split="val", year=2016,
     split: 'val', 'train', ... (a split file must exist for `year`).
     year: 2016 (binary masks) or 2017 (palette ids, 255 = void).
     task: only 'semi-supervised'.
-    sequences: optional list of sequence names to evaluate instead of the
-      whole split (an extension of the official CLI; like the official
-      `DAVIS(sequences=...)`, in the given order); None = the whole split, in
-      split-file order.
+    sequences: optional list of sequence names of the split to evaluate
+      instead of all of it (an extension of the official CLI; like the
+      official `DAVIS(sequences=...)`, in the given order; a name outside
+      the split is an error); None = the whole split, in split-file order.
     write: write the two CSVs and results.json into `results_path`. Those
       three files are deleted first, so a failed evaluation leaves none of
       the previous run's behind.
@@ -287,20 +313,24 @@ def evaluate_davis(davis_path, results_path, *, split="val", year=2016,
   if year not in (2016, 2017):
     raise davis_io.DavisFormatError(
         f"--year {year!r} is not supported; expected 2016 or 2017")
-  if not pathlib.Path(davis_path).is_dir():
-    raise davis_io.DavisFormatError(f"--davis_path {davis_path} not found")
-  if not pathlib.Path(results_path).is_dir():
-    raise davis_io.DavisFormatError(f"--results_path {results_path} not found")
-  try:
-    names = davis_io.read_split(davis_path, split, year)
-  except davis_io.DavisFormatError as e:
-    raise davis_io.DavisFormatError(f"unknown --set {split!r}: {e}") from e
+  for flag, path in (("--davis_path", davis_path),
+                     ("--results_path", results_path)):
+    _check_folder(flag, path)
+  names = _split_names(davis_path, split, year)
   if sequences is not None:
     # As the official DAVIS(sequences=[...]): the given names, in the given
-    # order (the split file must still exist).
-    names = list(dict.fromkeys(sequences))
-    if not names:
+    # order; they must belong to the split, or a train sequence would be
+    # scored into the val figures.
+    chosen = list(dict.fromkeys(sequences))
+    if not chosen:
       raise davis_io.DavisFormatError("--sequences names no sequence")
+    unknown = [s for s in chosen if s not in names]
+    if unknown:
+      raise davis_io.DavisFormatError(
+          f"--sequences: {_listed(unknown)} "
+          f"{'is' if len(unknown) == 1 else 'are'} not in --set {split} "
+          f"(--year {year}) of {davis_path}")
+    names = chosen
   listed = _split_mask_names(davis_path, split, year)
 
   rows = _evaluate_all(davis_path, results_path, names, year, exclude_void,
@@ -309,6 +339,33 @@ def evaluate_davis(davis_path, results_path, *, split="val", year=2016,
   if write:
     write_results(results, results_path, split)
   return results
+
+
+def _check_folder(flag, path):
+  path = pathlib.Path(path)
+  if path.is_dir():
+    return
+  what = "is a file, not a folder" if path.exists() else "not found"
+  raise davis_io.DavisFormatError(f"{flag} {path} {what}")
+
+
+def _split_names(davis_path, split, year):
+  """The split's sequences; the error says whether the split file or the
+  whole `ImageSets/` folder is missing, and which splits there are."""
+  sets = pathlib.Path(davis_path) / "ImageSets"
+  if not sets.is_dir():
+    raise davis_io.DavisFormatError(
+        f"--davis_path {davis_path} has no ImageSets/ folder (the split "
+        f"files listing each set's sequences); point it at the DAVIS root, "
+        f"the folder holding Annotations/, ImageSets/ and JPEGImages/")
+  try:
+    return davis_io.read_split(davis_path, split, year)
+  except davis_io.DavisFormatError as e:
+    folders = ("2017",) if year == 2017 else ("480p", "2016")
+    known = sorted({p.stem for f in folders for p in (sets / f).glob("*.txt")})
+    raise davis_io.DavisFormatError(
+        f"unknown --set {split!r} for --year {year}: {e}; sets there: "
+        f"{', '.join(known) or 'none'}") from e
 
 
 def _result_files(results_path, split):

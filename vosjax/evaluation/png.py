@@ -8,7 +8,9 @@ files) or ISA-L (`isal`) when installed, else zlib; rows filtered with None,
 Sub or Up are unfiltered with vectorised prefix sums (the DAVIS ground truth
 and cv2 use Sub, PIL palette masks None). Anything else (Average/Paeth filters, other bit
 depths or colour types, interlacing) falls back to `davis_io.read_mask`, so
-the result is always identical to PIL's palette indices / gray values.
+the result is always identical to PIL's palette indices / gray values. One
+exception: 16-bit grayscale masks are refused when they hold an id above 255
+(PIL's values cast to uint8 would wrap, 256 to background).
 """
 
 import struct
@@ -16,6 +18,7 @@ import zlib
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from vosjax import davis_io
 
@@ -117,6 +120,13 @@ def decode_mask(path, out=None, *, allow_view=False):
   if fast:
     width, height, depth, color, _, _, interlace = ihdr
     fast = depth == 8 and color in (0, 3) and interlace == 0
+  if ihdr is not None and ihdr[2] == 16 and ihdr[3] == 0:
+    mask = _read_16bit(path)
+    if out is None:
+      return mask
+    _check_shape(path, mask.shape, out)
+    out[...] = mask
+    return out
   rows = None
   if fast:
     stride = width + 1
@@ -160,6 +170,25 @@ def decode_mask(path, out=None, *, allow_view=False):
         block[0] += out[a - 1]
       np.cumsum(block, axis=0, dtype=np.uint8, out=block)
   return out
+
+
+def _read_16bit(path):
+  """A 16-bit grayscale mask as uint8 ids; ids above 255 are refused.
+
+  PIL reads it as 16-bit integers, and `davis_io.read_mask`'s cast to uint8
+  keeps the low byte: id 256 would become 0 (background), 257 object 1.
+  """
+  try:
+    with Image.open(path) as im:
+      values = np.asarray(im)
+  except (OSError, SyntaxError) as e:
+    raise davis_io.DavisFormatError(f"cannot read mask {path}: {e}") from e
+  top = int(values.max(initial=0))
+  if top > 255:
+    raise davis_io.DavisFormatError(
+        f"{path} is a 16-bit PNG holding id {top}; masks hold ids 0-255 "
+        f"(255 = void): write 8-bit palette or grayscale PNGs")
+  return values.astype(np.uint8)
 
 
 def _check_shape(path, shape, out):
