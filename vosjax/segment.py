@@ -11,9 +11,12 @@ video and the first-frame annotation; get `[T, H, W]` object ids back:
                      overrides={"eval.scale": 0.5})
   masks = seg.segment("clip.mp4", "00000.png")           # [T, H, W] uint8
 
-The video is a folder of frames, a video file OpenCV reads (MP4, ...) or a
-`[T, H, W, 3]` uint8 array; the annotation an indexed (palette) PNG, a
-grayscale {0, 255} PNG (object 1), or a `[H, W]` array of ids (255 = void).
+The video is a folder of frames (natural order), a video file OpenCV reads
+(MP4, ...) or a `[T, H, W, 3]` uint8 array; the annotation an indexed
+(palette) PNG, a grayscale 0/255 PNG (object 1), or a `[H, W]` array of ids
+(255 = void); see `vosjax.video_io`. A wrong argument type is a `TypeError`,
+a bad value a `SegmentError` (a `ValueError`) raised before any model is
+loaded, each naming the argument (`overrides['eval.scale']`, `first_mask`).
 Prediction is the program's own: `Method.train(..., evaluate_only=True)`
 restores the run's checkpoint and `Method.variants` yields the per-sequence
 segmenters that `pipeline.run` evaluates, so the masks are the ones the
@@ -38,8 +41,8 @@ Only causal information is used, so PML's I3D clips see the past
 import contextlib
 import importlib
 import json
+import os
 import pathlib
-import sys
 import tempfile
 import threading
 import time
@@ -51,7 +54,9 @@ import numpy as np
 from vosjax import davis_io
 from vosjax import experiments
 from vosjax import pipeline
+from vosjax import video_io
 from vosjax import workdir as workdir_lib
+from vosjax.errors import InputError
 from vosjax.video_io import check_inputs  # pylint: disable=unused-import
 from vosjax.video_io import object_ids
 from vosjax.video_io import read_first_mask
@@ -86,31 +91,6 @@ class ArraySequence(pipeline.Sequence):
 # Runs and configs.
 
 
-def find_run(path):
-  """The run folder holding `config.json`: `path` or one of its parents.
-
-  A workdir root holding exactly one run folder is accepted too.
-  """
-  path = pathlib.Path(path).expanduser().resolve()
-  if not path.exists():
-    raise SegmentError(f"{path}: no such folder")
-  for folder in [path, *path.parents]:
-    if (folder / workdir_lib.CONFIG_FILE).is_file():
-      return folder
-  if path.is_dir():
-    runs = [p for p in path.iterdir()
-            if (p / workdir_lib.CONFIG_FILE).is_file()]
-    if len(runs) == 1:
-      return runs[0]
-    if runs:
-      raise SegmentError(
-          f"{path} holds {len(runs)} runs ({', '.join(p.name for p in runs)})"
-          f"; pass --workdir={path}/<experiment>")
-  raise SegmentError(f"{path}: no {workdir_lib.CONFIG_FILE} there or above "
-                     f"it; pass a run folder <workdir>/<experiment> of "
-                     f"run.py")
-
-
 def load_run_config(run_dir):
   """The run's stored config (`workdir.check_config` wrote it)."""
   path = pathlib.Path(run_dir) / workdir_lib.CONFIG_FILE
@@ -125,7 +105,7 @@ def experiment_config(name):
   try:
     return experiments.load_config(name)
   except ValueError as e:
-    raise SegmentError(f"--experiment: {e}") from e
+    raise SegmentError(f"{video_io.arg_name('experiment')}: {e}") from e
 
 
 def apply_overrides(config, overrides, trained):
@@ -134,18 +114,30 @@ def apply_overrides(config, overrides, trained):
 
   On a trained run only the fields a resume may change
   (`workdir.RESUMABLE_FIELDS`: fine-tuning, inference, evaluation) are
-  allowed: the others decide the restored model.
+  allowed: the others decide the restored model. None is refused where the
+  field holds a value (it would only fail later, inside `segment`).
   """
   overrides = overrides or {}
   for field in overrides:
     if trained and not workdir_lib.is_resumable(field):
       raise SegmentError(
-          f"--config.{field}: a trained run's {field} decides its checkpoint;"
-          f" only {', '.join(workdir_lib.RESUMABLE_FIELDS)} may change")
+          f"{video_io.field_name(field)}: a trained run's {field} decides its "
+          f"checkpoint; only {', '.join(workdir_lib.RESUMABLE_FIELDS)} may "
+          f"change")
+  video_io.check_override_values(config, overrides)
   try:
     experiments.override_config(config, overrides)
   except ValueError as e:
-    raise SegmentError(str(e)) from None
+    raise SegmentError(video_io.in_callers_terms(e)) from None
+
+
+def validate(config):
+  """`experiments.validate_config` (the one home of config value checks, as
+  run.py uses it), its message naming fields as the caller set them."""
+  try:
+    experiments.validate_config(config)
+  except InputError as e:
+    raise SegmentError(video_io.in_callers_terms(e)) from None
 
 
 # ----------------------------------------------------------------------------
@@ -172,10 +164,6 @@ def progress(message, log, every=10.0):
   log(f"{message}: done in {time.time() - start:.1f} s")
 
 
-def _stderr(line):
-  print(line, file=sys.stderr, flush=True)
-
-
 # ----------------------------------------------------------------------------
 # The segmenter.
 
@@ -183,7 +171,8 @@ def _stderr(line):
 class Segmenter:
   """A method restored once; `segment` any number of videos with it."""
 
-  def __init__(self, config, run_dir=None, *, variant=None, log=_stderr):
+  def __init__(self, config, run_dir=None, *, variant=None,
+               log=video_io.log_stderr):
     program = config.get("program", "")
     if program not in METHODS:
       raise SegmentError(f"config program {program!r} cannot segment videos; "
@@ -191,12 +180,14 @@ class Segmenter:
     self.config, self.program, self.log = config, program, log
     self.run_dir = pathlib.Path(run_dir) if run_dir else None
     self.variant = variant
-    self._scratch = tempfile.TemporaryDirectory(prefix="vosjax-segment-")
-    module = importlib.import_module(f"vosjax.programs.{program}")
-    self.method = getattr(module, METHODS[program])(config, self._scratch.name)
+    # A bad variant or a missing checkpoint is reported before any loading.
+    self.chosen_variant()
     untrained = config.train.num_steps == 0
     if not untrained:
       self._check_checkpoint()
+    self._scratch = tempfile.TemporaryDirectory(prefix="vosjax-segment-")
+    module = importlib.import_module(f"vosjax.programs.{program}")
+    self.method = getattr(module, METHODS[program])(config, self._scratch.name)
     what = ("untrained" if untrained else
             f"the checkpoint of {self.run_dir}")
     with progress(f"loading {self.method.name} ({what})", log):
@@ -206,7 +197,7 @@ class Segmenter:
   def _check_checkpoint(self):
     if self.run_dir is None:
       raise SegmentError(f"{self.program} needs a trained run: pass "
-                         f"--workdir or --checkpoint")
+                         f"{video_io.arg_name('path')}")
     folder = (self.run_dir / TRAIN_FOLDER.get(self.program, "parent")
               / "checkpoints")
     steps = ([p for p in folder.iterdir() if p.name.isdigit()]
@@ -240,8 +231,9 @@ class Segmenter:
     names = self.variant_names()
     name = self.variant or names[-1]
     if name not in names:
-      raise SegmentError(f"--variant={name}: {self.program} with this config "
-                         f"gives {', '.join(names)}")
+      raise SegmentError(f"{video_io.arg_value('variant', name)}: "
+                         f"{self.program} with this config gives "
+                         f"{', '.join(names)}")
     return name
 
   def adapted_variant(self, sequences):
@@ -256,21 +248,31 @@ class Segmenter:
           return variant
     raise SegmentError(f"{self.program} did not yield variant {name}")
 
-  def segment(self, video, first_mask, *, name=None):
+  def segment(self, video, first_mask, *, name=None, allow_truncated=False):
     """`[T, H, W]` uint8 object ids of `video`, frame 0 from `first_mask`.
 
     Args:
-      video: a folder of frames, a video file, or `[T, H, W, 3]` uint8.
+      video: a folder of frames (natural order), a video file, or
+        `[T, H, W, 3]` uint8.
       first_mask: a PNG path or `[H, W]` ids (0 background, 255 void).
       name: the sequence's name (its seeds derive from it, as in the
         pipeline); default the folder's or file's name, else "video".
+      allow_truncated: accept a video file that decodes fewer frames than
+        its container announces (`video_io.read_video`).
+
+    Raises:
+      TypeError: an argument of the wrong type.
+      SegmentError: (a `ValueError`) frames or mask that cannot be used.
     """
-    frames, _ = read_video(video)
+    if name is not None and not (isinstance(name, str) and name):
+      raise TypeError(f"name must be a non-empty str, got {name!r}")
     mask, _ = read_first_mask(first_mask)
+    frames, _ = read_video(video, allow_truncated=allow_truncated,
+                           log=self.log)
     check_inputs(frames, mask)
     if name is None:
       name = (pathlib.Path(video).stem
-              if isinstance(video, (str, pathlib.Path)) else "video")
+              if isinstance(video, (str, os.PathLike)) else "video")
     objects = object_ids(mask)
     if self.program in BINARY and len(objects) > 1:
       seqs = [ArraySequence(f"{name}-obj{k}", frames,
@@ -307,13 +309,14 @@ class Segmenter:
                          f"fine-tuning or clips): use segment()")
     self.variant = variant or self.variant
     if self.chosen_variant() == "two_stream":
-      raise SegmentError("--variant=two_stream fine-tunes on the flow of "
-                         "frames 0-1: use segment(), or variant online")
+      raise SegmentError(f"{video_io.arg_value('variant', 'two_stream')} "
+                         f"fine-tunes on the flow of frames 0-1: use "
+                         f"segment(), or variant online")
     return Processor(self, num_frames, name)
 
 
 def load(path=None, *, experiment=None, overrides=None, variant=None,
-         log=_stderr):
+         log=video_io.log_stderr):
   """A `Segmenter` from a run folder or checkpoint path, or an experiment.
 
   Args:
@@ -327,26 +330,33 @@ def load(path=None, *, experiment=None, overrides=None, variant=None,
       evaluation fields.
     variant: which variant to apply (default the run's last, e.g. oneshot).
     log: where progress lines go (default stderr).
+
+  Raises:
+    TypeError: an argument of the wrong type (`overrides` a str or list).
+    SegmentError: (a `ValueError`) no run there, no checkpoint, an unknown
+      or unusable override or variant; all before any model is loaded.
   """
+  video_io.check_load_args(path, experiment, overrides, variant)
   run_dir = None
   if path is not None:
-    path = pathlib.Path(path).expanduser()
-    if experiment and (path / experiment).is_dir():
-      path = path / experiment
-    run_dir = find_run(path)
+    run_dir = video_io.find_run(path, experiment,
+                                workdir_lib.CONFIG_FILE)
     config = load_run_config(run_dir)
   elif experiment:
     config = experiment_config(experiment)
     if config.get("train", {}).get("num_steps", 1) != 0:
       raise SegmentError(
-          f"--experiment={experiment} trains a model: train it with python "
-          f"run.py --experiment={experiment} --workdir=DIR, then pass "
-          f"--workdir=DIR")
+          f"{video_io.arg_value('experiment', experiment)} trains a model: "
+          f"train it with python run.py --experiment={experiment} "
+          f"--workdir=DIR, then pass "
+          f"{video_io.arg_value('path', f'DIR/{experiment}')}")
   else:
-    raise SegmentError("pass --workdir, --checkpoint or --experiment")
+    raise SegmentError(f"pass {video_io.arg_name('path')} or "
+                       f"{video_io.arg_name('experiment')}")
   trained = config.get("train", {}).get("num_steps", 1) != 0
   config = ml_collections.ConfigDict(config.to_dict())  # Unlocked copy.
   apply_overrides(config, overrides, trained=trained and run_dir is not None)
+  validate(config)
   return Segmenter(config, run_dir, variant=variant, log=log)
 
 
