@@ -1,5 +1,6 @@
 """VGG16 trunk: shapes, pooling, normalisation, ImageNet weights, widening."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -251,3 +252,65 @@ def test_dense_trunk_full_size_and_imagenet_tree():
   assert vgg.endpoint_stride("conv5_3") == 16
   with pytest.raises(ValueError, match="output_stride"):
     jax.eval_shape(vgg.VGG16(output_stride=4).init, jax.random.key(0), x)
+
+
+@pytest.mark.parametrize("rate,relu", [(1, True), (2, True), (1, False)])
+def test_conv3x3_gradient_equals_xla_autodiff(monkeypatch, rate, relu):
+  """vgg.conv3x3's CPU gradient (im2col kernel gradient, in row chunks)
+  against XLA's own autodiff of the same expression.
+
+  Reference: jax.vjp of relu(lax.conv_general_dilated(...) + bias), which
+  XLA differentiates with its own convolution transpose rules. The chunk
+  budget is shrunk so that the kernel gradient runs in several row chunks.
+  """
+  monkeypatch.setattr(vgg, "_IM2COL_BYTES", 9 * 5 * 2 * 11 * 4 * 3)  # 3 rows
+  rng = np.random.default_rng(7)
+  x = jnp.asarray(rng.normal(size=(2, 9, 11, 5)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(3, 3, 5, 7)), jnp.float32)
+  b = jnp.asarray(rng.normal(size=(7,)), jnp.float32)
+  g = jnp.asarray(rng.normal(size=(2, 9, 11, 7)), jnp.float32)
+
+  def plain(x, k, b):
+    y = jax.lax.conv_general_dilated(
+        x, k, (1, 1), ((rate, rate), (rate, rate)), rhs_dilation=(rate, rate),
+        dimension_numbers=("NHWC", "HWIO", "NHWC")) + b
+    return jax.nn.relu(y) if relu else y
+
+  mine = lambda x, k, b: vgg.conv3x3(x, k, b, rate, relu)
+  y, vjp = jax.vjp(jax.jit(mine), x, k, b)
+  y_ref, vjp_ref = jax.vjp(plain, x, k, b)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-6)
+  for got, want in zip(jax.jit(vjp)(g), vjp_ref(g)):
+    np.testing.assert_allclose(got, want, rtol=1e-5,
+                               atol=1e-5 * float(jnp.abs(want).max()))
+
+
+@pytest.mark.parametrize("window,stride,ceil_mode",
+                         [(2, 2, True), (2, 2, False), (3, 1, True)])
+def test_max_pool_routes_gradients_like_select_and_scatter(window, stride,
+                                                           ceil_mode):
+  """vgg.max_pool (separable, tap-wise gradient) on an odd-sized map.
+
+  Reference: flax's nn.max_pool (one 2-D lax.reduce_window, differentiated
+  by XLA's select-and-scatter) with the same -inf padding. Values are
+  ReLU'd small integers (ties everywhere) and cotangents integers, so both
+  sides are exact and must agree bit for bit, ties included.
+  """
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(np.maximum(rng.integers(-2, 4, (2, 7, 9, 3)), 0),
+                  jnp.float32)
+  if window == 3:
+    pads = ((1, 1), (1, 1))
+  else:
+    pads = tuple((0, n % 2 if ceil_mode else 0) for n in (7, 9))
+
+  def reference(x):
+    if not ceil_mode:
+      x = x[:, :6, :8]
+    return nn.max_pool(x, (window, window), (stride, stride), pads)
+
+  y_ref, vjp_ref = jax.vjp(reference, x)
+  y, vjp = jax.vjp(lambda x: vgg.max_pool(x, window, stride, ceil_mode), x)
+  np.testing.assert_array_equal(y, y_ref)
+  g = jnp.asarray(rng.integers(-3, 4, y.shape), jnp.float32)
+  np.testing.assert_array_equal(vjp(g)[0], vjp_ref(g)[0])

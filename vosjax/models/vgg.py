@@ -27,13 +27,30 @@ a 3x3 max pool of stride 1 (pad 1) instead of 2x2 stride 2, and conv5_1-5_3
 are dilated by 2, so conv5_3 is at stride 8 with the same weights (PML's
 "VGG16 made dense" backbone). DeepLab also makes pool5 3x3/1 and adds fc6-8;
 those are past the trunk and not used.
+
+Speed on XLA:CPU (issue #30, benchmarks/bench_vgg.py against a PyTorch VGG16
+with the same weights): each conv + bias + ReLU is one `conv3x3` with a
+custom gradient on CPU. XLA:CPU computes a 3x3 kernel gradient as a
+convolution whose window is the whole image, which Eigen runs at 15-20
+GFLOP per CPU-second for VGG's early layers (conv1_2's took 240 ms, 5x its
+forward); here it is one matrix product of the channel-major im2col of the
+input ([9 Cin, B H W], built in row chunks of at most `_IM2COL_BYTES`) with
+the output gradient ([B H W, Cout]), 75 ms for conv1_2. The input gradient
+stays XLA's (a convolution, as fast as the forward). The pools are separable
+with a tap-wise gradient (`conv3d.max_pool_axis`, the routing of XLA's
+select-and-scatter). Other backends keep XLA's own gradients (cuDNN's).
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
+
+from vosjax.models import conv3d
 
 # (stage, [channels of each conv]) as in VGG16 configuration D.
 STAGES = ((1, (64, 64)), (2, (128, 128)), (3, (256, 256, 256)),
@@ -61,6 +78,136 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # ReLU: through 13 convs a random VGG16's features shrink ~90x and it barely
 # trains (gradient norms ~1e-3, constant outputs, seen in the demos).
 HE_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+
+
+_DN = ("NHWC", "HWIO", "NHWC")
+# Largest im2col chunk the CPU kernel gradient materialises at once (bytes):
+# rows of the image are taken in chunks under it, so a 480x854 conv1_2
+# needs 64 MB, not its whole 0.9 GB im2col, and the chunk's product still
+# has K = thousands of rows (measured no slower than one chunk at 224x224).
+_IM2COL_BYTES = 64 << 20
+
+
+def _conv(x, kernel, rate):
+  """3x3 SAME convolution with dilation `rate` (padding `rate`)."""
+  return lax.conv_general_dilated(
+      x, kernel, (1, 1), ((rate, rate), (rate, rate)),
+      rhs_dilation=(rate, rate), dimension_numbers=_DN)
+
+
+def kernel_grad(x, dy, rate=1):
+  """d(sum(conv(x, k) * dy)) / dk for the 3x3 SAME conv of `_conv`.
+
+  dk[a, b, i, o] = sum over (n, h, w) of xpad[n, h + a r, w + b r, i] *
+  dy[n, h, w, o]: the im2col of x, channel-major ([9 Cin, K], K = B H W,
+  the taps (a, b) outermost as in HWIO), times dy as [K, Cout], one plain
+  (NN) matrix product per chunk of image rows, accumulated in float32.
+  Channel-major keeps K contiguous in both operands: the same product with
+  an NHWC im2col ([K, 9 Cin] transposed) ran at 45 vs 80 GFLOP per
+  CPU-second (K = 50176, 2 cores).
+
+  Args:
+    x: `[B, H, W, Cin]` the conv's input.
+    dy: `[B, H, W, Cout]` the gradient of its output.
+    rate: dilation.
+
+  Returns:
+    `[3, 3, Cin, Cout]` in x's dtype.
+  """
+  b, h, w, cin = x.shape
+  cout = dy.shape[-1]
+  r = rate
+  xt = jnp.pad(jnp.transpose(x, (3, 0, 1, 2)),
+               ((0, 0), (0, 0), (r, r), (r, r)))  # [Cin, B, H + 2r, W + 2r]
+  row_bytes = 9 * cin * b * w * x.dtype.itemsize
+  rows = max(1, min(h, _IM2COL_BYTES // max(row_bytes, 1)))
+  dk = None
+  for top in range(0, h, rows):
+    n = min(rows, h - top)
+    cols = jnp.stack([xt[:, :, top + i * r:top + i * r + n, j * r:j * r + w]
+                      for i in range(3) for j in range(3)])
+    part = lax.dot(cols.reshape(9 * cin, b * n * w),
+                   dy[:, top:top + n].reshape(b * n * w, cout),
+                   preferred_element_type=jnp.float32)
+    dk = part if dk is None else dk + part
+  return dk.reshape(3, 3, cin, cout).astype(x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _conv_cpu(x, kernel, bias, rate, relu):
+  y = _conv(x, kernel, rate) + bias
+  return jax.nn.relu(y) if relu else y
+
+
+def _conv_cpu_fwd(x, kernel, bias, rate, relu):
+  y = _conv_cpu(x, kernel, bias, rate, relu)
+  return y, (x, kernel, y if relu else None)
+
+
+def _conv_cpu_bwd(rate, relu, residuals, g):
+  x, kernel, y = residuals
+  # ReLU: y > 0 exactly where the pre-activation is > 0.
+  dy = jnp.where(y > 0, g, jnp.zeros((), g.dtype)) if relu else g
+  # The input gradient of a stride-1 SAME conv is the same conv of dy with
+  # the kernel rotated by 180 degrees and its in/out axes swapped (XLA's
+  # own transpose rule computes exactly this convolution).
+  dx = _conv(dy, jnp.flip(kernel, (0, 1)).swapaxes(2, 3), rate)
+  return (dx, kernel_grad(x, dy, rate),
+          jnp.sum(dy, (0, 1, 2), dtype=jnp.float32).astype(dy.dtype))
+
+
+_conv_cpu.defvjp(_conv_cpu_fwd, _conv_cpu_bwd)
+
+
+def conv3x3(x, kernel, bias, rate=1, relu=True):
+  """[ReLU of] the 3x3 SAME conv of x (dilation `rate`) + bias, x's dtype.
+
+  On CPU its gradient is `_conv_cpu_bwd` (see the module docstring); on
+  other backends XLA differentiates the plain expression.
+  """
+  if jax.default_backend() == "cpu":
+    return _conv_cpu(x, kernel, bias, rate, relu)
+  y = _conv(x, kernel, rate) + bias
+  return jax.nn.relu(y) if relu else y
+
+
+def max_pool(x, window, stride, ceil_mode=True):
+  """Max pooling over H and W of `[B, H, W, C]`, -inf padding at the end.
+
+  window 2 / stride 2: ceil(n / 2) outputs, the last window partial when n
+  is odd (ceil_mode, PyTorch's `MaxPool2d(2, 2, ceil_mode=True)`), or
+  floor(n / 2) (the odd last row or column dropped). window 3 / stride 1:
+  DeepLab's pool4 (pad 1 on both sides). Both are TF 'SAME' pads, so this is
+  `conv3d.max_pool_axis` over W, then H: the maxima of the 2-D window and
+  the gradient routing of XLA's select-and-scatter (the first maximum in
+  row-major order), without select-and-scatter's slow CPU kernel (10-20x
+  the forward, measured on I3D's pools).
+  """
+  if not ceil_mode:
+    x = x[:, :x.shape[1] - x.shape[1] % stride,
+          :x.shape[2] - x.shape[2] % stride]
+  for axis in (2, 1):
+    x = conv3d.max_pool_axis(x, axis, window, stride)
+  return x
+
+
+class Conv3x3(nn.Module):
+  """`conv3x3` as a module with `nn.Conv`'s parameters ("kernel" HWIO
+  float32 from `kernel_init`, "bias" zeros) and computation `dtype`."""
+  features: int
+  rate: int = 1
+  relu: bool = True
+  dtype: Any = jnp.float32
+  kernel_init: Any = HE_INIT
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", self.kernel_init,
+                        (3, 3, x.shape[-1], self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,),
+                      jnp.float32)
+    return conv3x3(x.astype(self.dtype), kernel.astype(self.dtype),
+                   bias.astype(self.dtype), self.rate, self.relu)
 
 
 def normalize(x):
@@ -136,20 +283,16 @@ class VGG16(nn.Module):
       dense = 2 ** (stage - 1) > self.output_stride  # past the last pool
       if stage > 1 and dense:
         # DeepLab-LargeFOV pool4: kernel 3, stride 1, pad 1 (-inf pads).
-        x = nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
+        x = max_pool(x, 3, 1)
       elif stage > 1:
-        pads = [(0, (-n) % 2 if self.ceil_mode else 0) for n in x.shape[1:3]]
         # Post-ReLU values are >= 0 and the pad is -inf: a partial window's
         # maximum is over its real pixels only, as in PyTorch's ceil_mode.
-        x = nn.max_pool(x, (2, 2), strides=(2, 2), padding=pads)
+        x = max_pool(x, 2, 2, self.ceil_mode)
       rate = 2 if dense else 1  # DeepLab: dilation 2 after one skipped pool
       for i, c in enumerate(chans):
         name = f"conv{stage}_{i + 1}"
-        x = nn.relu(nn.Conv(channels(c, self.width_multiplier), (3, 3),
-                            padding=((rate, rate), (rate, rate)),
-                            kernel_dilation=(rate, rate), kernel_init=HE_INIT,
-                            dtype=self.dtype, param_dtype=jnp.float32,
-                            name=name)(x))
+        x = Conv3x3(channels(c, self.width_multiplier), rate,
+                    dtype=self.dtype, name=name)(x)
         endpoints[name] = x
     return x, endpoints
 
