@@ -13,6 +13,14 @@ Backbone: DeepMind's Kinetics-400 RGB I3D trained from scratch (kinetics-i3d
 ImageNet-inflated Kinetics model (`rgb_imagenet`), which is not available
 offline here.
 
+Learning rates: the paper's SGD at 1e-3 is kept. The released code fed
+[0, 1] to an I3D trained on [-1, 1]; vosjax feeds [-1, 1]. Measured
+(`python benchmarks/measure_head_scales.py`, two 8-frame DAVIS val clips at
+427x240), the RMS of each side head's input changes little between the
+two, batch norm re-centring every block: Conv3d_1a_7x7 1.12 (vosjax) vs
+0.92 ([0, 1] input), Conv3d_2c_3x3 0.92 vs 0.90, Mixed_3c 1.14 vs 1.10,
+Mixed_4f 0.69 vs 0.69 (SGD step ratios 0.68-1.0): no correction is needed.
+
 Real-data smoke run on CPU (see README):
   python run.py --experiment=fc_i3d_davis16 \
     --config.data_dir=../shared/data/DAVIS \

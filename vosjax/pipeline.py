@@ -41,6 +41,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from vosjax import curves
 from vosjax import davis_io
 from vosjax import distributed
 from vosjax import evaluation
@@ -288,6 +289,8 @@ def fit_parent(variables, loss_fn, batches, train_config, workdir, *, seed,
     train_config: `num_steps`, `batch_size`, `checkpoint_every`, `log_every`
       and the optimiser fields of `train.make_optimizer`.
     workdir: the training folder (`checkpoints/`, `metrics.jsonl`).
+      With `train_config.num_steps == 0` nothing is trained or read: the
+      initial `variables` are returned (`batches` may be None).
     seed: the run's seed (each step's key is `fold_in(key(seed), step)`).
     evaluate_only: restore the latest checkpoint instead of training.
     tx: the optax optimizer; default `train.make_optimizer(train_config)`.
@@ -305,6 +308,13 @@ def fit_parent(variables, loss_fn, batches, train_config, workdir, *, seed,
       apply_fn=None, params=variables["params"], tx=tx,
       batch_stats=variables.get("batch_stats"))
   workdir = pathlib.Path(workdir)
+  if tc.num_steps == 0:
+    # No parent training (the papers' "no parent" ablations: OSVOS from
+    # ImageNet, MaskTrack online-only, FC-I3D from Kinetics): the pretrained
+    # trunk with freshly initialised heads, for one-shot fine-tuning.
+    logging.info("train.num_steps=0: no parent training; starting from the "
+                 "pretrained network")
+    return jax.tree.map(np.asarray, jax.device_get(variables))
   if evaluate_only:
     ckpt = Checkpointer(workdir / train.CHECKPOINT_DIR, async_save=False)
     try:
@@ -315,7 +325,9 @@ def fit_parent(variables, loss_fn, batches, train_config, workdir, *, seed,
       state, _ = ckpt.restore(state)
     finally:
       ckpt.close()
-    logging.info("evaluating the step-%d checkpoint of %s", step, workdir)
+    # The step restored: the newest one may have been unreadable.
+    logging.info("evaluating the step-%d checkpoint of %s",
+                 int(jax.device_get(state.step)), workdir)
   else:
     state = train.fit(
         state, train.make_train_step(loss_fn, lr_fn), batches,
@@ -327,6 +339,33 @@ def fit_parent(variables, loss_fn, batches, train_config, workdir, *, seed,
 
 # ----------------------------------------------------------------------------
 # Predictions, evaluation, the baseline, the summary.
+
+
+def record_finetune(workdir, stage, sequences, losses):
+  """Logs a fine-tuning stage and keeps its per-step losses for curves.png.
+
+  Args:
+    workdir: the run folder (`<workdir>/<experiment>`).
+    stage: the stage's name (e.g. "oneshot", "online_flow").
+    sequences: the fine-tuned `Sequence`s, in the order of `losses`' rows.
+    losses: `[S, num_steps]`, `finetune.FinetuneResult.losses`.
+  """
+  losses = np.asarray(losses, np.float32)
+  logging.info("%s fine-tuning of %d sequences: mean loss %.4f -> %.4f",
+               stage, len(sequences), float(losses[:, 0].mean()),
+               float(losses[:, -1].mean()))
+  if distributed.is_writer():
+    curves.save_finetune_losses(workdir, stage, [s.name for s in sequences],
+                                losses)
+
+
+def trains_parent(config):
+  """Whether the run trains a parent network (`train.num_steps > 0`).
+
+  Without one, methods skip their parent variant (its heads would be the
+  random initialisation) and fine-tune the pretrained network directly.
+  """
+  return config.get("train", {}).get("num_steps", 1) > 0
 
 
 def first_frame_baseline(sequence):
@@ -398,8 +437,8 @@ def run(config, workdir, method):
   timer = StageTimer()
   evaluate_only = bool(config.get("evaluate_only", False))
   # Training data is read (and checked) only when something is trained.
-  trains = config.get("train", {}).get("num_steps", 1) > 0
-  data = prepare(config, workdir, need_train=trains and not evaluate_only)
+  data = prepare(config, workdir,
+                 need_train=trains_parent(config) and not evaluate_only)
   timer.done("data")
   method.train(data, workdir, evaluate_only=evaluate_only)
   timer.done("training")
@@ -425,6 +464,7 @@ def run(config, workdir, method):
     timer.done(f"predict_and_evaluate_{variant.name}")
   _remove_stale(predictions)
   summary["stage_seconds"] = timer.seconds
+  curves.write_curves(workdir)
   davis_io.atomic_write(workdir / SUMMARY_FILE,
                         lambda f: json.dump(summary, f, indent=2), mode="w")
   source = "synthetic" if data.synthetic else data.root

@@ -344,18 +344,23 @@ def load(path=None, *, experiment=None, overrides=None, variant=None,
     config = load_run_config(run_dir)
   elif experiment:
     config = experiment_config(experiment)
-    if config.get("train", {}).get("num_steps", 1) != 0:
-      raise SegmentError(
-          f"{video_io.arg_value('experiment', experiment)} trains a model: "
-          f"train it with python run.py --experiment={experiment} "
-          f"--workdir=DIR, then pass "
-          f"{video_io.arg_value('path', f'DIR/{experiment}')}")
   else:
     raise SegmentError(f"pass {video_io.arg_name('path')} or "
                        f"{video_io.arg_name('experiment')}")
   trained = config.get("train", {}).get("num_steps", 1) != 0
   config = ml_collections.ConfigDict(config.to_dict())  # Unlocked copy.
   apply_overrides(config, overrides, trained=trained and run_dir is not None)
+  if run_dir is None and config.get("train", {}).get("num_steps", 1) != 0:
+    # Without a run, only an experiment that trains no parent can segment:
+    # the pretrained network, fine-tuned on the first frame (one-shot
+    # methods) or used as it is (PML retrieval).
+    raise SegmentError(
+        f"{video_io.arg_value('experiment', experiment)} trains a parent "
+        f"network: train it with python run.py --experiment={experiment} "
+        f"--workdir=DIR, then pass "
+        f"{video_io.arg_value('path', f'DIR/{experiment}')}; or start from "
+        f"the pretrained network with "
+        f"{video_io.field_name('train.num_steps')}=0")
   validate(config)
   return Segmenter(config, run_dir, variant=variant, log=log)
 

@@ -12,7 +12,6 @@ dreamed clips per sequence) beside the pipeline's outputs.
 import functools
 import pathlib
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -121,7 +120,7 @@ class FCI3DMethod:
         segmentation_loss, self.model,
         train.epoch_side_weight(tc), True)
     batches = None
-    if not evaluate_only:
+    if not evaluate_only and tc.num_steps > 0:
       dataset = input_pipeline.make_dataset(
           pipeline.training_source(config, data, workdir),
           global_batch_size=tc.batch_size, clip_length=tc.clip_len,
@@ -133,8 +132,9 @@ class FCI3DMethod:
         seed=config.seed, evaluate_only=evaluate_only)
 
   def variants(self, data):
-    yield pipeline.Variant("parent", self._segmenter(
-        lambda seq: self.parent))
+    if pipeline.trains_parent(self.config):
+      yield pipeline.Variant("parent", self._segmenter(
+          lambda seq: self.parent))
     if self.config.finetune.enabled:
       adapted = self.one_shot(data.val)
       yield pipeline.Variant("oneshot", self._segmenter(
@@ -188,9 +188,8 @@ class FCI3DMethod:
         model_state=finetune.broadcast(self.parent["batch_stats"], num_seq),
         max_batch_sequences=fc.max_batch_sequences or None,
         strategy=fc.strategy or None)
-    logging.info("one-shot fine-tuning: mean loss %.4f -> %.4f",
-                 float(result.losses[:, 0].mean()),
-                 float(result.losses[:, -1].mean()))
+    pipeline.record_finetune(self.workdir, "oneshot", sequences,
+                             result.losses)
     return {seq.name: {"params": jax.tree.map(lambda x, s=s: x[s],
                                               result.params),
                        "batch_stats": self.parent["batch_stats"]}

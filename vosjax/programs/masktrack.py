@@ -126,7 +126,7 @@ class MaskTrackMethod:
         masktrack_loss, self.model,
         train.epoch_side_weight(tc))
     batches = None
-    if not evaluate_only:
+    if not evaluate_only and tc.num_steps > 0:
       # Frames as static images (clips of one frame), flipped, scaled and
       # rotated, each with a deformed copy of its mask as the input mask.
       dataset = input_pipeline.make_dataset(
@@ -146,8 +146,9 @@ class MaskTrackMethod:
         seed=config.seed, evaluate_only=evaluate_only, tx=tx)
 
   def variants(self, data):
-    yield pipeline.Variant("offline", self._segmenter(
-        lambda seq: self.parent))
+    if pipeline.trains_parent(self.config):
+      yield pipeline.Variant("offline", self._segmenter(
+          lambda seq: self.parent))
     if not self.config.finetune.enabled:
       return
     adapted = self.one_shot(data.val)
@@ -210,9 +211,9 @@ class MaskTrackMethod:
         model_state=finetune.broadcast({}, len(sequences)),
         max_batch_sequences=fc.max_batch_sequences or None,
         strategy=fc.strategy or None)
-    logging.info("online fine-tuning (%s): mean loss %.4f -> %.4f", stream,
-                 float(result.losses[:, 0].mean()),
-                 float(result.losses[:, -1].mean()))
+    pipeline.record_finetune(
+        self.workdir, "online" if stream == "rgb" else f"online_{stream}",
+        sequences, result.losses)
     return {seq.name: {"params": jax.tree.map(lambda x, s=s: x[s],
                                               result.params)}
             for s, seq in enumerate(sequences)}

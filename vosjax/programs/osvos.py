@@ -14,7 +14,6 @@ pipeline's baseline. Writes `parent/` (checkpoints, metrics.jsonl).
 import functools
 import pathlib
 
-from absl import logging
 import cv2
 import jax
 import jax.numpy as jnp
@@ -47,7 +46,16 @@ def scale_updates(multipliers):
 
 
 def make_optimizer(optim_config, params, stage):
+  """`train.make_optimizer`, then the release's per-group factors.
+
+  `optim_config.group_factors` (default True) applies OSVOS-PyTorch's
+  per-group learning-rate factors (`osvos.learning_rate_multipliers`); they
+  were set for SGD on the Caffe VGG16's activation scale, and an adaptive
+  optimizer (Adam) may leave them out (each experiment says which, measured).
+  """
   tx, lr_fn = train.make_optimizer(optim_config)
+  if not optim_config.get("group_factors", True):
+    return tx, lr_fn
   return optax.chain(tx, scale_updates(
       osvos.learning_rate_multipliers(params, stage))), lr_fn
 
@@ -103,7 +111,7 @@ class OSVOSMethod:
         segmentation_loss, self.model,
         train.epoch_side_weight(tc))
     batches = None
-    if not evaluate_only:
+    if not evaluate_only and tc.num_steps > 0:
       # Frames as images: clips of one frame, flipped, scaled and rotated
       # (train_parent.py: RandomHorizontalFlip, ScaleNRotate(rots=(-30, 30),
       # scales=(.75, 1.25))).
@@ -120,7 +128,8 @@ class OSVOSMethod:
         seed=config.seed, evaluate_only=evaluate_only, tx=tx)
 
   def variants(self, data):
-    if self.config.inference.get("parent", True):
+    if (self.config.inference.get("parent", True)
+        and pipeline.trains_parent(self.config)):
       yield pipeline.Variant("parent", self._segmenter(
           lambda seq: self.parent))
     if self.config.finetune.enabled:
@@ -164,9 +173,8 @@ class OSVOSMethod:
         model_state=finetune.broadcast({}, len(sequences)),
         max_batch_sequences=fc.max_batch_sequences or None,
         strategy=fc.strategy or None)
-    logging.info("one-shot fine-tuning: mean loss %.4f -> %.4f",
-                 float(result.losses[:, 0].mean()),
-                 float(result.losses[:, -1].mean()))
+    pipeline.record_finetune(self.workdir, "oneshot", sequences,
+                             result.losses)
     return {seq.name: {"params": jax.tree.map(lambda x, s=s: x[s],
                                               result.params)}
             for s, seq in enumerate(sequences)}
