@@ -19,6 +19,13 @@ logits and loss):
   the per-group SGD of OSVOS-PyTorch) on images [batch, H, W, 3]; images/s
   (an OSVOS training sample is one frame).
 * OSVOS `infer`: fused logits of the same images; frames/s.
+* `masktrack` `train` / `infer`: the same network with MaskTrack's 4-channel
+  input (RGB + the previous mask, `vosjax.models.masktrack`) and the same
+  loss (MaskTrack's program weights the same BCE terms; the cost is the
+  network's).
+
+`measure(argv)` returns the rows as dicts (benchmarks/accelerator_report.py
+records them); `main` prints them as a table.
 
 Each case is jitted and compiled ahead of time (compile time reported), one
 warm-up call is excluded, and the median of --repeats calls ended by
@@ -56,10 +63,15 @@ PEAK_TFLOPS = (
 )
 
 
+MODELS = ("fc_i3d", "osvos", "masktrack")
+HEADER = ("model", "mode", "dtype", "input shape", "compile s", "median s",
+          "throughput", "GFLOP/call", "TFLOP/s", "utilisation")
+
+
 def _parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--models", default="fc_i3d,osvos",
-                      help="comma list of fc_i3d, osvos")
+                      help="comma list of fc_i3d, osvos, masktrack")
   parser.add_argument("--dtypes", default="float32,bfloat16",
                       help="comma list of compute dtypes")
   parser.add_argument("--batch", type=int, default=2)
@@ -72,6 +84,10 @@ def _parse_args(argv=None):
   parser.add_argument("--width_multiplier", type=float, default=1.0,
                       help="scales every channel count (1.0: the papers' "
                       "networks; smaller for a quick CPU check)")
+  parser.add_argument("--taps",
+                      default="Conv3d_1a_7x7,Conv3d_2c_3x3,Mixed_3c,Mixed_4f",
+                      help="FC-I3D taps (the paper's four by default; fewer "
+                      "compile faster)")
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--skip_train", action="store_true")
   parser.add_argument("--skip_inference", action="store_true")
@@ -94,8 +110,9 @@ def _parse_args(argv=None):
   args.osvos_hw = (h, w)
   args.models = [m.strip() for m in args.models.split(",") if m.strip()]
   for m in args.models:
-    if m not in ("fc_i3d", "osvos"):
-      parser.error(f"--models: unknown model {m!r}; expected fc_i3d, osvos")
+    if m not in MODELS:
+      parser.error(f"--models: unknown model {m!r}; expected "
+                   f"{', '.join(MODELS)}")
   args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
   if args.peak_tflops is not None and not args.peak_tflops > 0:
     parser.error("--peak_tflops must be > 0")
@@ -121,6 +138,23 @@ def flops_of(compiled):
 
 
 def main(argv=None) -> int:
+  rows = measure(argv)
+  if rows is None:
+    return 2
+  rows = [tuple(r.values())[:len(HEADER)] for r in rows]
+  widths = [max(len(str(r[i])) for r in rows + [HEADER])
+            for i in range(len(HEADER))]
+  print()
+  for r in [HEADER, tuple("-" * w for w in widths)] + rows:
+    print(" | ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+  return 0
+
+
+def measure(argv=None):
+  """The measurements of `argv` (this script's flags) as a list of dicts
+  keyed by HEADER (strings as printed) plus "median_s", "per_s" (units
+  per second), "gflop", "tflops" and "unit" as numbers; None on a bad
+  --dtypes."""
   args = _parse_args(argv)
   sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
   # pylint: disable=g-import-not-at-top
@@ -141,7 +175,7 @@ def main(argv=None) -> int:
       conv3d.compute_dtype(name, flag="--dtypes")
     except InputError as e:
       print(f"error: {e}", file=sys.stderr)
-      return 2
+      return None
 
   dev = jax.devices()[0]
   backend = jax.default_backend()
@@ -191,19 +225,23 @@ def main(argv=None) -> int:
     tflops = flops / median / 1e12 if flops else None
     util = (f"{100 * tflops / peak:.1f}% of {peak:g} ({chip})"
             if tflops is not None and peak else "-")
-    rows.append((model_name, mode, dtype_name, "x".join(map(str, shape)),
-                 f"{compile_s:.1f}", f"{median:.4f}",
-                 f"{per_call / median:.2f} {unit}",
-                 f"{flops / 1e9:.1f}" if flops else "-",
-                 f"{tflops:.3f}" if tflops is not None else "-", util))
-    print("  done: " + " | ".join(rows[-1]), flush=True)
+    row = (model_name, mode, dtype_name, "x".join(map(str, shape)),
+           f"{compile_s:.1f}", f"{median:.4f}",
+           f"{per_call / median:.2f} {unit}",
+           f"{flops / 1e9:.1f}" if flops else "-",
+           f"{tflops:.3f}" if tflops is not None else "-", util)
+    rows.append(dict(zip(HEADER, row), median_s=median,
+                     per_s=per_call / median, unit=unit,
+                     gflop=flops / 1e9 if flops else None, tflops=tflops,
+                     peak_tflops=peak))
+    print("  done: " + " | ".join(row), flush=True)
 
   sgd = {"learning_rate": 1e-3, "momentum": 0.9, "weight_decay": 2e-4}
   for model_name in args.models:
     for dtype_name in args.dtypes:
       if model_name == "fc_i3d":
         config = ml_collections.ConfigDict(dict(
-            taps="Conv3d_1a_7x7,Conv3d_2c_3x3,Mixed_3c,Mixed_4f",
+            taps=args.taps,
             side_features=16, width_multiplier=args.width_multiplier,
             conv_impl="auto", compute_dtype=dtype_name))
         model = fc_i3d_program.build_model(config)
@@ -218,7 +256,8 @@ def main(argv=None) -> int:
             width_multiplier=args.width_multiplier, side_features=16,
             compute_dtype=dtype_name))
         model = osvos.build_model(config)
-        shape = (args.batch, *args.osvos_hw, 3)
+        channels = 4 if model_name == "masktrack" else 3
+        shape = (args.batch, *args.osvos_hw, channels)
         label_shape = shape[:-1]
         per_frame = 1
         loss = lambda *a, m=model: osvos_program.segmentation_loss(
@@ -247,14 +286,7 @@ def main(argv=None) -> int:
         add_row(model_name, "infer", dtype_name, shape, result,
                 args.batch * per_frame, "frames/s")
 
-  header = ("model", "mode", "dtype", "input shape", "compile s", "median s",
-            "throughput", "GFLOP/call", "TFLOP/s", "utilisation")
-  widths = [max(len(str(r[i])) for r in rows + [header])
-            for i in range(len(header))]
-  print()
-  for r in [header, tuple("-" * w for w in widths)] + rows:
-    print(" | ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
-  return 0
+  return rows
 
 
 if __name__ == "__main__":
