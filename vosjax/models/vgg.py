@@ -32,13 +32,19 @@ Speed on XLA:CPU (issue #30, benchmarks/bench_vgg.py against a PyTorch VGG16
 with the same weights): each conv + bias + ReLU is one `conv3x3` with a
 custom gradient on CPU. XLA:CPU computes a 3x3 kernel gradient as a
 convolution whose window is the whole image, which Eigen runs at 15-20
-GFLOP per CPU-second for VGG's early layers (conv1_2's took 240 ms, 5x its
+GFLOP per CPU-second for VGG's early layers (conv1_2's took 240 ms, 4-5x its
 forward); here it is one matrix product of the channel-major im2col of the
 input ([9 Cin, B H W], built in row chunks of at most `_IM2COL_BYTES`) with
 the output gradient ([B H W, Cout]), 75 ms for conv1_2. The input gradient
 stays XLA's (a convolution, as fast as the forward). The pools are separable
 with a tap-wise gradient (`conv3d.max_pool_axis`, the routing of XLA's
 select-and-scatter). Other backends keep XLA's own gradients (cuDNN's).
+Measured no faster on 1 and 2 cores: nine per-tap products over NHWC
+slices, three over horizontally stacked taps, taps as flat shifted rows,
+the W shifts taken before the transpose, and K split into batched
+products. YNNPACK's convolutions compute this gradient as fast (60 ms for
+conv1_2) but run I3D's convolutions 3x slower (vosjax.xla_flags), and
+XLA's oneDNN fusion takes dots, not convolutions.
 """
 
 import functools
