@@ -6,7 +6,9 @@
 Each run folder is `<workdir>/<experiment>/` as `run.py` leaves it
 (`summary.json`, `predictions/<variant>/per-sequence_results-val.csv`). Every
 variant of every run becomes a row `<experiment>/<variant>`; the copy-first-
-frame baseline is taken once (from the first run). Writes:
+frame baseline is taken once (from the first run). `--append` keeps the
+rows already in --out (`--earlier_suffix " (old)"` keeps a replaced row
+beside the new one). Writes:
 
   davis16_val_per_sequence.csv   method, sequence, J-Mean, F-Mean
   davis16_val.png                per sequence, one bar of J&F per method
@@ -54,9 +56,46 @@ def read_run(folder):
   return rows
 
 
-def collect(folders):
-  """Rows of every run, the baseline once and last."""
+def read_written(out_dir):
+  """The rows an earlier `write` left in `out_dir` (its two CSVs)."""
+  out_dir = pathlib.Path(out_dir)
   rows = {}
+  paths = [out_dir / "davis16_val_global.csv",
+           out_dir / "davis16_val_per_sequence.csv"]
+  for path in paths:
+    if not path.is_file():
+      raise InputError(f"--append: {path} not found")
+  with open(paths[0], newline="") as f:
+    for row in csv.DictReader(f):
+      rows[row["method"]] = ({k: float(row[k]) for k in GLOBAL_KEYS}, {})
+  with open(paths[1], newline="") as f:
+    for row in csv.DictReader(f):
+      if row["method"] not in rows:
+        raise InputError(f"{paths[1]}: method {row['method']} is not in "
+                         f"{paths[0]}")
+      rows[row["method"]][1][row["sequence"]] = (float(row["J-Mean"]),
+                                                 float(row["F-Mean"]))
+  return rows
+
+
+def collect(folders, earlier=None, earlier_suffix=""):
+  """Rows of every run, the baseline once and last.
+
+  Args:
+    folders: run folders.
+    earlier: rows already written (`read_written`), kept first; a row of the
+      runs with the same name replaces it, unless `earlier_suffix` is given:
+      then the earlier row stays, renamed `<name><earlier_suffix>` (e.g. an
+      old recipe's row beside the new one's).
+  """
+  rows = {}
+  new_names = set()
+  for folder in folders:
+    new_names.update(n for n in read_run(folder) if n != BASELINE)
+  for name, value in (earlier or {}).items():
+    if name in new_names and earlier_suffix:
+      name += earlier_suffix
+    rows[name] = value
   for folder in folders:
     for name, value in read_run(folder).items():
       if name != BASELINE or BASELINE not in rows:
@@ -137,9 +176,16 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("runs", nargs="+", help="run folders")
   parser.add_argument("--out", default="docs/results")
+  parser.add_argument("--append", action="store_true",
+                      help="keep the rows already in --out (their run "
+                      "folders need not exist any more)")
+  parser.add_argument("--earlier_suffix", default="",
+                      help="with --append: keep an earlier row that a run "
+                      "replaces, renamed with this suffix")
   args = parser.parse_args(argv)
   try:
-    write(collect(args.runs), args.out)
+    earlier = read_written(args.out) if args.append else None
+    write(collect(args.runs, earlier, args.earlier_suffix), args.out)
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
