@@ -339,12 +339,20 @@ _TOY_TRAINING = (
     "app.run(run.main, flags_parser=run._parse_flags)\n")
 
 
+def _default_sigint():
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_is_one_line_exit_130_and_the_same_command_resumes(tmp_path):
   command = [sys.executable, "-c", _TOY_TRAINING, str(tmp_path)]
   ckpt_dir = tmp_path / "smoke" / "checkpoints"
   proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True,
-                          env={**os.environ, "SLOW_BATCHES": "1"})
+                          env={**os.environ, "SLOW_BATCHES": "1"},
+                          # A shell's background job (`cmd &`) starts with
+                          # SIGINT ignored, and children inherit that:
+                          # give the child a real Ctrl-C.
+                          preexec_fn=_default_sigint)
   try:
     deadline = time.time() + 120
     while not (ckpt_dir / "2").is_dir() and proc.poll() is None:

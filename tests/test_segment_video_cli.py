@@ -375,7 +375,10 @@ def _interrupt(args, sleep_in, out):
   proc = subprocess.Popen(
       [sys.executable, "-c", STAND_IN] + [str(a) for a in args],
       stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-      env=_env(SLEEP_IN=sleep_in), cwd=REPO)
+      env=_env(SLEEP_IN=sleep_in), cwd=REPO,
+      # A shell's background job starts with SIGINT ignored (inherited):
+      # give the child a real Ctrl-C.
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   lines = []
   for line in proc.stderr:  # Blocks until the stand-in says it waits.
     lines.append(line)
@@ -490,13 +493,19 @@ def test_a_failed_write_leaves_the_earlier_output(tmp_path, monkeypatch):
 def test_ctrl_c_during_the_swap_waits_for_it():
   """SIGINT inside the renames is raised once they are done."""
   done = []
-  with pytest.raises(KeyboardInterrupt) as e:
-    with segment_video._ctrl_c_deferred():  # pylint: disable=protected-access
-      os.kill(os.getpid(), signal.SIGINT)
-      time.sleep(0.05)
-      done.append(True)
-  assert done and type(e.value).__name__ == "_InterruptedAfterWriting"
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  # Python's own handler, as in a terminal (a background job's pytest
+  # starts with SIGINT ignored).
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    with pytest.raises(KeyboardInterrupt) as e:
+      with segment_video._ctrl_c_deferred():  # pylint: disable=protected-access
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        done.append(True)
+    assert done and type(e.value).__name__ == "_InterruptedAfterWriting"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  finally:
+    signal.signal(signal.SIGINT, previous)
 
 
 def test_config_values_are_checked_before_loading(clip, tmp_path, capsys):
