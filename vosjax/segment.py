@@ -182,7 +182,7 @@ class Segmenter:
     self.variant = variant
     # A bad variant or a missing checkpoint is reported before any loading.
     self.chosen_variant()
-    untrained = config.train.num_steps == 0
+    untrained = not pipeline.trains_parent(config)
     if not untrained:
       self._check_checkpoint()
     self._scratch = tempfile.TemporaryDirectory(prefix="vosjax-segment-")
@@ -347,10 +347,10 @@ def load(path=None, *, experiment=None, overrides=None, variant=None,
   else:
     raise SegmentError(f"pass {video_io.arg_name('path')} or "
                        f"{video_io.arg_name('experiment')}")
-  trained = config.get("train", {}).get("num_steps", 1) != 0
+  trained = pipeline.trains_parent(config)
   config = ml_collections.ConfigDict(config.to_dict())  # Unlocked copy.
   apply_overrides(config, overrides, trained=trained and run_dir is not None)
-  if run_dir is None and config.get("train", {}).get("num_steps", 1) != 0:
+  if run_dir is None and pipeline.trains_parent(config):
     # Without a run, only an experiment that trains no parent can segment:
     # the pretrained network, fine-tuned on the first frame (one-shot
     # methods) or used as it is (PML retrieval).
