@@ -82,6 +82,9 @@ def get_config():
   # (train_online.py: loss = (1 - epoch / nEpochs) * sum(side) + fused).
   config.finetune.side_loss_weight = 1.0
   config.finetune.num_frames = 16
+  # Frame 0 and its mask are resized by this factor before dreaming
+  # (train_online.py dreams from the full-resolution frame).
+  config.finetune.scale = 1.0
   # Clips lucid-dreamed from frame 0 per sequence (the paper's one-shot
   # data); each step samples batch_size of them. 16 rather than a handful,
   # so 200 steps do not cycle through a few clips.
@@ -92,6 +95,10 @@ def get_config():
   config.finetune.strategy = ""
 
   config.inference = ml_collections.ConfigDict()
+  # Frames are resized by this factor before tiling; the logits are
+  # upsampled bilinearly to the original size before the threshold (the
+  # paper tiles the full-resolution frames: 1.0).
+  config.inference.scale = 1.0
   config.inference.tile = 224
   config.inference.stride = 100
   config.inference.clip_len = 16

@@ -294,14 +294,6 @@ def triplet_loss(model, variables, batch, margin, train_mode):
   return loss, new_stats, {"triplet": loss}
 
 
-def _resize(frames, scale):
-  if scale == 1.0:
-    return frames
-  h, w = frames.shape[1:3]
-  size = (max(1, round(w * scale)), max(1, round(h * scale)))
-  return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA)
-                   for f in frames])
-
 
 def make_embed_fn(model, variables):
   """`embed(frames [T, H, W, 3] uint8, times [T]) -> [T, h, w, D]` (jitted)."""
@@ -329,7 +321,7 @@ def embed_video(embed, frames, eval_config):
   so one compiled shape serves every clip).
   """
   num = frames.shape[0]
-  small = _resize(frames, eval_config.scale)
+  small = image.resize(frames, eval_config.scale)
   times = video_times(np.arange(num), num)
   per_clip = []
   for start, stop in _clips(num, eval_config.clip_len):

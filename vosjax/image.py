@@ -4,8 +4,12 @@ Every network here (I3D, FC-I3D, PML, the VGG16 of OSVOS/MaskTrack) takes RGB
 in [-1, 1], I3D's input range (Carreira & Zisserman 2017, kinetics-i3d);
 a model that needs another normalisation (torchvision's ImageNet mean/std)
 converts from this range itself.
+
+Also the one home of resizing frames, masks and logits by a scale factor
+(methods that predict below 854x480 and upsample before the threshold).
 """
 
+import cv2
 import numpy as np
 
 
@@ -18,3 +22,24 @@ def to_uint8(x):
   """float in [-1, 1] -> uint8 RGB in [0, 255], rounded and clipped."""
   return np.clip(np.round((np.asarray(x) + 1.0) * 127.5), 0, 255).astype(
       np.uint8)
+
+
+def resize(images, scale, nearest=False):
+  """`[N, H, W(, C)]` resized by `scale`: INTER_AREA (frames), or nearest
+  for object ids (`nearest=True`). `scale == 1` returns `images` itself."""
+  if scale == 1.0:
+    return images
+  h, w = images.shape[1:3]
+  size = (max(1, round(w * scale)), max(1, round(h * scale)))
+  mode = cv2.INTER_NEAREST_EXACT if nearest else cv2.INTER_AREA
+  return np.stack([cv2.resize(x, size, interpolation=mode) for x in images])
+
+
+def upsample(maps, height, width):
+  """float `[N, h, w]` logits or probabilities -> `[N, height, width]`,
+  bilinear (the threshold comes after, at the original resolution)."""
+  maps = np.asarray(maps)
+  if maps.shape[1:3] == (height, width):
+    return maps
+  return np.stack([cv2.resize(m, (width, height),
+                              interpolation=cv2.INTER_LINEAR) for m in maps])

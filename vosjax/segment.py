@@ -47,7 +47,6 @@ import tempfile
 import threading
 import time
 
-import cv2
 import ml_collections
 import numpy as np
 
@@ -418,7 +417,7 @@ class Processor:
   def _start_masktrack(self, image, mask):
     import jax  # pylint: disable=g-import-not-at-top
     from vosjax.programs import masktrack  # pylint: disable=g-import-not-at-top
-    from vosjax.programs import osvos  # pylint: disable=g-import-not-at-top
+    from vosjax import image as image_lib  # pylint: disable=g-import-not-at-top
     method, ic = self.seg.method, self.seg.config.inference
     if self.seg.chosen_variant() == "online":
       seq = ArraySequence(self.name, image[None], mask)
@@ -427,7 +426,8 @@ class Processor:
         self.variables = method.one_shot([seq])[self.name]
     else:
       self.variables = method.parent
-    self.resize = lambda x, **kw: osvos.resize(x, ic.scale, **kw)
+    self.resize = lambda x, **kw: image_lib.resize(x, ic.scale, **kw)
+    self.upsample = image_lib.upsample
     self.step_fn = jax.jit(masktrack.propagation_step(method.model))
     first = self.resize(mask[None], nearest=True)[0]
     self.objects = object_ids(mask)
@@ -444,9 +444,7 @@ class Processor:
                                      self.prev[k][None]))[0]
       self.prev[k] = ((prob > 0.5).astype(np.float32)
                       if ic.feed == "binary" else prob)
-      if ic.scale != 1.0:
-        prob = cv2.resize(prob, (width, height),
-                          interpolation=cv2.INTER_LINEAR)
+      prob = self.upsample(prob[None], height, width)[0]
       win = (prob > 0.5) & (prob > best)
       out[win], best[win] = k, prob[win]
     return out
@@ -456,6 +454,7 @@ class Processor:
   def _start_pml(self, image, mask):
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     from vosjax import embedding  # pylint: disable=g-import-not-at-top
+    from vosjax import image as image_lib  # pylint: disable=g-import-not-at-top
     from vosjax import retrieval  # pylint: disable=g-import-not-at-top
     config, method = self.seg.config, self.seg.method
     if (config.model.use_head and config.model.use_coords
@@ -463,7 +462,7 @@ class Processor:
       raise SegmentError("processor(num_frames=...): this PML model embeds "
                          "each frame's time in the video; give its length")
     self.ec, self.jnp, self.retrieval = config.eval, jnp, retrieval
-    self.resize = lambda x: embedding._resize(x, self.ec.scale)  # pylint: disable=protected-access
+    self.resize = lambda x: image_lib.resize(x, self.ec.scale)
     self.embed = embedding.make_embed_fn(method.model, method.variables)
     self.times = lambda t: embedding.video_times(
         t, max(self.num_frames or 1, int(np.max(t)) + 1))

@@ -153,10 +153,12 @@ class FCI3DMethod:
     config, fc = self.config, self.config.finetune
     pools = []
     for seq in sequences:
-      frame = seq.first_frame()
+      frame = image.resize(seq.first_frame()[None], fc.get("scale", 1.0))[0]
+      first_mask = image.resize(seq.first_mask[None], fc.get("scale", 1.0),
+                                nearest=True)[0]
       # Seeds from the name: a sequence's clips do not depend on which other
       # sequences are chosen, nor on their order.
-      clips = [lucid.dream_clip(frame, seq.first_mask,
+      clips = [lucid.dream_clip(frame, first_mask,
                                 num_frames=fc.num_frames,
                                 crop_size=config.train.crop_size,
                                 seed=pipeline.name_seed(config.seed, seq.name,
@@ -200,12 +202,18 @@ class FCI3DMethod:
     apply_fn = _apply_fused(self.model)
 
     def segment(seq):
+      frames = seq.frames()
+      height, width = frames.shape[1:3]
+      small = image.resize(frames, ic.get("scale", 1.0))
       logits = inference.tiled_logits(
-          apply_fn, image.to_model_range(seq.frames()),
+          apply_fn, image.to_model_range(small),
           params=variables_of(seq), tile=ic.tile, stride=ic.stride,
           clip_len=ic.clip_len, clip_stride=ic.clip_stride,
           batch_size=ic.batch_size)
-      return inference.predict_masks(logits)
+      # Bilinear upsampling of the logits to the original size, then the
+      # threshold (as OSVOS at a reduced scale).
+      logits = image.upsample(np.asarray(logits)[..., 0], height, width)
+      return inference.predict_masks(logits[..., None])
 
     return segment
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from vosjax import davis_io
 from vosjax import finetune
+from vosjax import image
 from vosjax import input_pipeline
 from vosjax import pipeline
 from vosjax import propagation
@@ -164,14 +165,11 @@ class MaskTrackMethod:
     """One sequence's fine-tuning pool: augmented frame 0 + deformed masks."""
     config, fc = self.config, self.config.finetune
     if stream == "flow":
-      frames = osvos_program._resize(  # pylint: disable=protected-access
-          seq.frames()[:2], fc.scale)
+      frames = image.resize(seq.frames()[:2], fc.scale)
       frame = flow_images(frames)[:1]
     else:
-      frame = osvos_program._resize(  # pylint: disable=protected-access
-          seq.first_frame()[None], fc.scale)
-    mask = osvos_program._resize(  # pylint: disable=protected-access
-        seq.first_mask[None], fc.scale, nearest=True)
+      frame = image.resize(seq.first_frame()[None], fc.scale)
+    mask = image.resize(seq.first_mask[None], fc.scale, nearest=True)
     rng = np.random.default_rng(pipeline.name_seed(config.seed, seq.name,
                                                    stream))
     frames, ids, prev = [], [], []
@@ -225,8 +223,7 @@ class MaskTrackMethod:
     def segment(seq):
       frames = seq.frames()
       height, width = frames.shape[1:3]
-      small = osvos_program._resize(  # pylint: disable=protected-access
-          frames, ic.scale)
+      small = image.resize(frames, ic.scale)
       inputs = small
       if two_stream:
         t0 = time.time()
@@ -234,8 +231,7 @@ class MaskTrackMethod:
         logging.info("%s: DIS flow %.3f s/frame at %dx%d", seq.name,
                      (time.time() - t0) / len(small), small.shape[2],
                      small.shape[1])
-      first = osvos_program._resize(  # pylint: disable=protected-access
-          seq.first_mask[None], ic.scale, nearest=True)[0]
+      first = image.resize(seq.first_mask[None], ic.scale, nearest=True)[0]
       objects = [i for i in np.unique(seq.first_mask)
                  if i not in (0, davis_io.VOID_LABEL)]
       best = np.zeros((len(frames), height, width), np.float32)
@@ -245,12 +241,9 @@ class MaskTrackMethod:
             step_fn, variables_of(seq), inputs,
             (first == obj).astype(np.float32), feed=ic.feed,
             bucket=ic.length_bucket)
-        if ic.scale != 1.0:
-          # Bilinear upsampling to 854x480, then the threshold (as osvos.py
-          # does with logits).
-          probs = np.stack([cv2.resize(p, (width, height),
-                                       interpolation=cv2.INTER_LINEAR)
-                            for p in probs])
+        # Bilinear upsampling to 854x480, then the threshold (as osvos.py
+        # does with logits).
+        probs = image.upsample(probs, height, width)
         win = (probs > 0.5) & (probs > best)
         out[win], best[win] = obj, probs[win]
       out[0] = np.where(seq.first_mask == davis_io.VOID_LABEL, 0,

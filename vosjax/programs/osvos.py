@@ -14,7 +14,6 @@ pipeline's baseline. Writes `parent/` (checkpoints, metrics.jsonl).
 import functools
 import pathlib
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -152,8 +151,8 @@ class OSVOSMethod:
     config, fc = self.config, self.config.finetune
     pools = []
     for seq in sequences:
-      frame = _resize(seq.first_frame()[None], fc.scale)
-      mask = _resize(seq.first_mask[None], fc.scale, nearest=True)
+      frame = image.resize(seq.first_frame()[None], fc.scale)
+      mask = image.resize(seq.first_mask[None], fc.scale, nearest=True)
       rng = np.random.default_rng(pipeline.name_seed(config.seed, seq.name))
       crops = [input_pipeline.augment_clip(
           frame, mask, rng, crop_size=(fc.crop_size, fc.crop_size),
@@ -186,28 +185,16 @@ class OSVOSMethod:
     def segment(seq):
       frames = seq.frames()
       height, width = frames.shape[1:3]
-      small = image.to_model_range(_resize(frames, ic.scale))
+      small = image.to_model_range(image.resize(frames, ic.scale))
       logits = inference.batched_apply(apply_fn, variables_of(seq), small,
                                        batch_size=ic.batch_size)[..., 0]
-      if ic.scale != 1.0:
-        # Bilinear upsampling of the logits, then the threshold: the masks
-        # are at the original 854x480 for the official evaluation.
-        logits = np.stack([cv2.resize(l, (width, height),
-                                      interpolation=cv2.INTER_LINEAR)
-                           for l in logits])
+      # Bilinear upsampling of the logits, then the threshold: the masks
+      # are at the original 854x480 for the official evaluation.
+      logits = image.upsample(logits, height, width)
       return inference.predict_masks(logits[..., None])
 
     return segment
 
-
-def _resize(images, scale, nearest=False):
-  """`[N, H, W(, 3)]` resized by `scale` (bilinear; nearest for ids)."""
-  if scale == 1.0:
-    return images
-  h, w = images.shape[1:3]
-  size = (max(1, round(w * scale)), max(1, round(h * scale)))
-  mode = cv2.INTER_NEAREST_EXACT if nearest else cv2.INTER_AREA
-  return np.stack([cv2.resize(x, size, interpolation=mode) for x in images])
 
 
 @functools.lru_cache(maxsize=None)
@@ -220,8 +207,3 @@ def run(config, workdir):
   """Runs OSVOS through the shared pipeline; returns the summary."""
   return pipeline.run(config, workdir, OSVOSMethod(config, workdir))
 
-
-def resize(images, scale, nearest=False):
-  """`[N, H, W(, 3)]` resized by `scale` as the OSVOS/MaskTrack segmenters
-  resize frames (INTER_AREA) and first masks (`nearest=True`)."""
-  return _resize(images, scale, nearest)

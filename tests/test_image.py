@@ -1,0 +1,56 @@
+"""Tests of vosjax.image: the model range, resizing by a scale, upsampling.
+
+References: hand-computed values, and a naive bilinear interpolation with
+OpenCV's half-pixel-centre convention (pixel i covers [i, i + 1), its centre
+at i + 0.5).
+"""
+
+import numpy as np
+
+from vosjax import image
+
+
+def _naive_bilinear(m, height, width):
+  h, w = m.shape
+  out = np.zeros((height, width), np.float64)
+  for y in range(height):
+    sy = min(max((y + 0.5) * h / height - 0.5, 0.0), h - 1.0)
+    y0 = int(np.floor(sy))
+    y1, fy = min(y0 + 1, h - 1), sy - y0
+    for x in range(width):
+      sx = min(max((x + 0.5) * w / width - 0.5, 0.0), w - 1.0)
+      x0 = int(np.floor(sx))
+      x1, fx = min(x0 + 1, w - 1), sx - x0
+      out[y, x] = ((1 - fy) * ((1 - fx) * m[y0, x0] + fx * m[y0, x1])
+                   + fy * ((1 - fx) * m[y1, x0] + fx * m[y1, x1]))
+  return out
+
+
+def test_model_range_round_trips_uint8():
+  rgb = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+  x = image.to_model_range(rgb)
+  assert x.min() == -1.0 and x.max() == 1.0
+  np.testing.assert_array_equal(image.to_uint8(x), rgb)
+
+
+def test_resize_by_half_averages_and_keeps_ids_exact():
+  frames = np.zeros((1, 4, 6, 3), np.uint8)
+  frames[0, :2, :2] = 200  # One 2x2 block -> one output pixel of 200.
+  small = image.resize(frames, 0.5)
+  assert small.shape == (1, 2, 3, 3)
+  assert small[0, 0, 0].tolist() == [200, 200, 200]
+  assert small[0, 1, 2].tolist() == [0, 0, 0]
+  ids = np.array([[[0, 0, 3, 3, 255, 255]] * 4], np.uint8)
+  small_ids = image.resize(ids, 0.5, nearest=True)
+  assert set(np.unique(small_ids)) <= {0, 3, 255}
+  assert image.resize(frames, 1.0) is frames
+
+
+def test_upsample_is_bilinear_with_half_pixel_centres():
+  rng = np.random.default_rng(7)
+  maps = rng.normal(size=(2, 5, 7)).astype(np.float32)
+  up = image.upsample(maps, 12, 17)
+  assert up.shape == (2, 12, 17)
+  for m, u in zip(maps, up):
+    np.testing.assert_allclose(u, _naive_bilinear(m, 12, 17), atol=1e-4)
+  assert image.upsample(maps, 5, 7) is maps
