@@ -75,6 +75,7 @@ def get_config():
   config.finetune.batch_size = 1
   # The paper: SGD at learning rate 1e-3 (train_online.py uses 1e-2);
   # momentum 0.9 and weight decay 2e-4 from train_online.py.
+  config.finetune.optimizer = "sgd"
   config.finetune.learning_rate = 1e-3
   config.finetune.momentum = 0.9
   config.finetune.weight_decay = 2e-4

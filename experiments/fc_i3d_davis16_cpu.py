@@ -6,21 +6,30 @@ FC-I3D one-shot straight from Kinetics-400 I3D. Each choice and its
 measured reason (2 CPU cores, DAVIS 2016 val):
   * no parent network, `train.num_steps = 0`: 600 parent SGD steps of 2
     clips of 8x160x160 (2,516 s) left a network marking ~40% of every frame
-    (J&F 0.138 on all 20; one-shot on it 0.141). From Kinetics directly,
-    150 one-shot Adam steps give J&F 0.334 on blackswan, cows, car-shadow
-    (issue 28), where the old recipe's rows give 0.16 on the same three. A
-    parent is the `--config.train.num_steps=N` variant.
+    (J&F 0.138 on all 20; one-shot on it 0.141). Issue 28 reports, from
+    Kinetics directly, J&F 0.334 on blackswan, cows, car-shadow for 150
+    one-shot Adam steps (how its Adam was set is not recorded: this file's
+    `finetune.optimizer` was ignored then, see below), where the old
+    recipe's rows give 0.16 on the same three. A parent is the
+    `--config.train.num_steps=N` variant.
   * one-shot: Adam at 1e-4 for 150 steps on 8 lucid-dreamed 8x160x160 clips
-    per sequence (loss 1.647 -> 0.067 on those three; about 53 s a
-    sequence). Why Adam here although the input-scale measurement needs no
+    per sequence. Why Adam although the input-scale measurement needs no
     correction for I3D (fc_i3d_davis16.py: batch norm keeps the head inputs'
     RMS within 0.82-1.0x): the paper's SGD rate was measured only behind a
     weak parent, where 40 steps lowered the loss 1.147 -> 0.244 and barely
-    moved the predictions.
-  * prediction at full resolution with non-overlapping 224 tiles and
-    16-frame windows (12 tiles per window; the paper's stride 100 is ~4x
-    the cost).
-Not yet measured on all 20 val sequences with this recipe (docs/RESULTS.md).
+    moved the predictions. Until commit "FC-I3D one-shot honours
+    finetune.optimizer" the one-shot stage ignored `finetune.optimizer` and
+    ran SGD: on car-shadow at quarter scale (tests/test_fc_i3d_program.py),
+    150 such steps at 1e-4 gave J 0.004 on frames 20, 30, 39 (loss at the
+    constant predictor's, about 0.26), Adam at 3e-4 for 80 steps J 0.525
+    (copying the first mask: 0.301).
+  * dreaming and prediction at half resolution (427x240; `finetune.scale`,
+    `inference.scale`), the logits upsampled bilinearly to 854x480 before
+    the threshold: a 160x160 crop then holds most of the object, as in
+    osvos_davis16_cpu (where 0.5 instead of 0.25 scale raised J&F on three
+    sequences from 0.615 to 0.860), and 224 tiles with stride 224 cover a
+    16-frame window in 4 tiles instead of 12 at full resolution (the paper
+    tiles full-resolution frames with stride 100, about 12x the cost).
 """
 
 from experiments import _davis
@@ -43,7 +52,9 @@ def get_config():
   config.finetune.num_steps = 150
   config.finetune.num_frames = 8
   config.finetune.clips_per_sequence = 8
+  config.finetune.scale = 0.5
 
+  config.inference.scale = 0.5
   config.inference.stride = 224
   config.inference.clip_len = 16
   config.inference.clip_stride = 16

@@ -173,9 +173,9 @@ class FCI3DMethod:
                             lambda f, im=sheet: im.save(f, format="PNG"))
     data = jax.tree.map(lambda *xs: np.stack(xs), *pools)
     num_seq = len(sequences)
-    tx, _ = train.make_optimizer({
-        "learning_rate": fc.learning_rate, "momentum": fc.momentum,
-        "weight_decay": fc.weight_decay})
+    # All of `finetune`'s optimizer keys (optimizer, learning_rate, momentum,
+    # weight_decay, schedule, ...), as OSVOS and MaskTrack read theirs.
+    tx, _ = train.make_optimizer(fc)
     # Side supervision fades over fine-tuning too (train_online.py:
     # loss = (1 - epoch / nEpochs) * sum(side) + fused, one clip per epoch).
     loss_fn = functools.partial(
