@@ -15,7 +15,8 @@ frame, then propagated frame by frame. Each choice and its measured reason
   * online: Adam at 1e-4 for 100 steps of 2 augmented 224x224 crops of the
     half-resolution first frame, with the release's per-group factors (200
     steps gave loss 0.217 -> 0.007 on those three at ~150 s a sequence;
-    100 keep the 20 sequences within the hour); why Adam and not the paper's SGD at
+    on all 20, 100 steps took 3,589 s, 1.8 s a step, and gave J&F 0.563,
+    docs/RESULTS.md: over the hour, not yet understood); why Adam and not the paper's SGD at
     1e-3: see masktrack_davis16.py (the trunk's activations are 15-61x
     smaller than the Caffe trunk's the paper's rates were set for).
   * propagation at 0.5 scale (427x240), probabilities upsampled bilinearly
