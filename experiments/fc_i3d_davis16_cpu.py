@@ -2,8 +2,9 @@
 
 `python run.py --experiment=fc_i3d_davis16_cpu --config.data_dir=../shared/data/DAVIS`
 
-FC-I3D one-shot straight from Kinetics-400 I3D. Each choice and its
-measured reason (2 CPU cores, DAVIS 2016 val):
+FC-I3D one-shot straight from Kinetics-400 I3D: J&F 0.365 on all 20 val
+sequences in 32 minutes (docs/RESULTS.md). Each choice and its measured
+reason (2 CPU cores, DAVIS 2016 val):
   * no parent network, `train.num_steps = 0`: 600 parent SGD steps of 2
     clips of 8x160x160 (2,516 s) left a network marking ~40% of every frame
     (J&F 0.138 on all 20; one-shot on it 0.141). Issue 28 reports, from
