@@ -294,7 +294,6 @@ def triplet_loss(model, variables, batch, margin, train_mode):
   return loss, new_stats, {"triplet": loss}
 
 
-
 def make_embed_fn(model, variables):
   """`embed(frames [T, H, W, 3] uint8, times [T]) -> [T, h, w, D]` (jitted)."""
   @jax.jit

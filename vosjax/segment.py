@@ -52,6 +52,7 @@ import numpy as np
 
 from vosjax import davis_io
 from vosjax import experiments
+from vosjax import image as image_lib
 from vosjax import pipeline
 from vosjax import video_io
 from vosjax import workdir as workdir_lib
@@ -417,7 +418,6 @@ class Processor:
   def _start_masktrack(self, image, mask):
     import jax  # pylint: disable=g-import-not-at-top
     from vosjax.programs import masktrack  # pylint: disable=g-import-not-at-top
-    from vosjax import image as image_lib  # pylint: disable=g-import-not-at-top
     method, ic = self.seg.method, self.seg.config.inference
     if self.seg.chosen_variant() == "online":
       seq = ArraySequence(self.name, image[None], mask)
@@ -427,7 +427,6 @@ class Processor:
     else:
       self.variables = method.parent
     self.resize = lambda x, **kw: image_lib.resize(x, ic.scale, **kw)
-    self.upsample = image_lib.upsample
     self.step_fn = jax.jit(masktrack.propagation_step(method.model))
     first = self.resize(mask[None], nearest=True)[0]
     self.objects = object_ids(mask)
@@ -444,7 +443,7 @@ class Processor:
                                      self.prev[k][None]))[0]
       self.prev[k] = ((prob > 0.5).astype(np.float32)
                       if ic.feed == "binary" else prob)
-      prob = self.upsample(prob[None], height, width)[0]
+      prob = image_lib.upsample(prob[None], height, width)[0]
       win = (prob > 0.5) & (prob > best)
       out[win], best[win] = k, prob[win]
     return out
@@ -454,7 +453,6 @@ class Processor:
   def _start_pml(self, image, mask):
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     from vosjax import embedding  # pylint: disable=g-import-not-at-top
-    from vosjax import image as image_lib  # pylint: disable=g-import-not-at-top
     from vosjax import retrieval  # pylint: disable=g-import-not-at-top
     config, method = self.seg.config, self.seg.method
     if (config.model.use_head and config.model.use_coords

@@ -152,10 +152,10 @@ class FCI3DMethod:
     """
     config, fc = self.config, self.config.finetune
     pools = []
+    scale = fc.get("scale", 1.0)  # Configs older than the field: 1.0.
     for seq in sequences:
-      frame = image.resize(seq.first_frame()[None], fc.get("scale", 1.0))[0]
-      first_mask = image.resize(seq.first_mask[None], fc.get("scale", 1.0),
-                                nearest=True)[0]
+      frame = image.resize(seq.first_frame()[None], scale)[0]
+      first_mask = image.resize(seq.first_mask[None], scale, nearest=True)[0]
       # Seeds from the name: a sequence's clips do not depend on which other
       # sequences are chosen, nor on their order.
       clips = [lucid.dream_clip(frame, first_mask,

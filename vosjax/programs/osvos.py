@@ -196,7 +196,6 @@ class OSVOSMethod:
     return segment
 
 
-
 @functools.lru_cache(maxsize=None)
 def _apply_fused(model):
   # One function object per model, so inference compiles once per shape.

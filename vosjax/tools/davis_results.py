@@ -88,16 +88,15 @@ def collect(folders, earlier=None, earlier_suffix=""):
       then the earlier row stays, renamed `<name><earlier_suffix>` (e.g. an
       old recipe's row beside the new one's).
   """
+  runs = [read_run(folder) for folder in folders]
+  new_names = {n for run in runs for n in run if n != BASELINE}
   rows = {}
-  new_names = set()
-  for folder in folders:
-    new_names.update(n for n in read_run(folder) if n != BASELINE)
   for name, value in (earlier or {}).items():
     if name in new_names and earlier_suffix:
       name += earlier_suffix
     rows[name] = value
-  for folder in folders:
-    for name, value in read_run(folder).items():
+  for run in runs:
+    for name, value in run.items():
       if name != BASELINE or BASELINE not in rows:
         rows[name] = value
   rows[BASELINE] = rows.pop(BASELINE)
