@@ -71,6 +71,10 @@ def get_config():
   config.eval = ml_collections.ConfigDict()
   config.eval.name = "pml"  # predictions/<name>/
   config.eval.k = 1
+  # "labels": the 1/8-resolution label map upsampled nearest, as the paper
+  # transfers labels; "distances": each label's distance map upsampled
+  # bilinearly, then the nearest label per pixel (vosjax.retrieval).
+  config.eval.upsample = "labels"
   config.eval.online = True  # the paper's online adaptation
   # Also the other online setting, from the same embeddings (a second
   # variant named <name>_online or <name>_no_online).

@@ -87,6 +87,11 @@ def test_every_experiment_passes_validate_config():
     ("osvos_demo", {"data.train_sequences": " , "},
      "config.data.train_sequences=' , ': names no sequence; give "
      "comma-separated names, or leave it empty for the whole split"),
+    ("pml_demo", {"eval.upsample": "bilinear"},
+     "config.eval.upsample='bilinear': must be 'labels' or 'distances'"),
+    ("pml_demo", {"eval.upsample": "distances", "eval.k": 3},
+     "config.eval.upsample=distances needs config.eval.k=1 (got 3): "
+     "distances are upsampled for the nearest neighbour"),
     ("fc_i3d_demo", {"model.compute_dtype": "float16"},
      "config.model.compute_dtype='float16': expected one of 'float32', "
      "'bfloat16'"),

@@ -95,6 +95,74 @@ def test_per_label_min_distance_brute_force():
     np.testing.assert_allclose(got[:, lab], want)
 
 
+def _naive_bilinear(img, height, width):
+  """Pixel-centre bilinear resize, edge-clamped, one pixel at a time."""
+  h, w = img.shape
+  out = np.zeros((height, width))
+  for y in range(height):
+    for x in range(width):
+      sy = min(max((y + 0.5) * h / height - 0.5, 0), h - 1)
+      sx = min(max((x + 0.5) * w / width - 0.5, 0), w - 1)
+      y0, x0 = int(np.floor(sy)), int(np.floor(sx))
+      y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
+      fy, fx = sy - y0, sx - x0
+      out[y, x] = ((1 - fy) * ((1 - fx) * img[y0, x0] + fx * img[y0, x1]) +
+                   fy * ((1 - fx) * img[y1, x0] + fx * img[y1, x1]))
+  return out
+
+
+def test_labels_from_distances_naive_bilinear_argmin():
+  rng = np.random.default_rng(7)
+  dist = rng.uniform(0, 4, size=(2, 3, 5, 3)).astype(np.float32)
+  got = retrieval.labels_from_distances(dist, (12, 20))
+  for t in range(2):
+    up = np.stack([_naive_bilinear(dist[t, ..., lab], 12, 20)
+                   for lab in range(3)], -1)
+    # Compare where the smallest two interpolated distances are not within
+    # float32 rounding of each other.
+    srt = np.sort(up, -1)
+    clear = srt[..., 1] - srt[..., 0] > 1e-4
+    assert clear.mean() > 0.95
+    np.testing.assert_array_equal(got[t][clear], np.argmin(up, -1)[clear])
+
+
+def test_labels_from_distances_at_feature_size_is_nearest_neighbour():
+  # No upsampling: the argmin of per-label distances is the 1-NN label.
+  rng = np.random.default_rng(1)
+  emb = rng.normal(size=(3, 4, 6, 5)).astype(np.float32)
+  ref = rng.normal(size=(30, 5)).astype(np.float32)
+  rl = rng.integers(0, 3, size=30).astype(np.int32)
+  dist = retrieval.label_distances(emb, ref, rl, num_labels=3, chunk_size=7,
+                                   ref_chunk_size=11)
+  np.testing.assert_array_equal(
+      retrieval.labels_from_distances(dist, (4, 6)),
+      retrieval.segment_video(emb, ref, rl, k=1))
+
+
+def test_labels_from_distances_label_without_reference_never_wins():
+  dist = np.full((1, 2, 2, 3), np.inf, np.float32)
+  dist[..., 1] = 5.0  # Label 0 and 2: no reference.
+  np.testing.assert_array_equal(
+      retrieval.labels_from_distances(dist, (4, 4)), 1)
+  empty = np.full((1, 2, 2, 2), np.inf, np.float32)
+  np.testing.assert_array_equal(
+      retrieval.labels_from_distances(empty, (3, 3)), 0)
+
+
+def test_online_returns_the_distances_its_labels_come_from():
+  rng = np.random.default_rng(3)
+  emb = rng.normal(size=(4, 3, 3, 2)).astype(np.float32)
+  first = emb[0].reshape(-1, 2)
+  labels0 = (np.arange(9) % 2).astype(np.int32)
+  kwargs = dict(num_labels=2, capacity=16, max_add_per_frame=4)
+  labels, _ = retrieval.segment_video_online(emb, first, labels0, **kwargs)
+  again, _, dist = retrieval.segment_video_online(
+      emb, first, labels0, return_distances=True, **kwargs)
+  np.testing.assert_array_equal(again, labels)
+  assert dist.shape == (4, 3, 3, 2)
+  np.testing.assert_array_equal(np.argmin(dist, -1), labels)
+
+
 def test_online_adaptation_bounded_and_tracks_drift():
   # Object (label 1) and background (label 0) features drift slowly in time;
   # the first frame alone eventually mislabels, adaptation follows the drift.

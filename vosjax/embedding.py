@@ -336,8 +336,9 @@ def segment_embedded(emb, first_mask, eval_config, *, online=None):
   (`retrieval.segment_video`, in clips of `clip_len`, the last one padded: one
   compiled shape); with it the frames are segmented in order, each adding
   its confident pixels to the references (1-NN,
-  `retrieval.segment_video_online`). Frame 0 is the given mask (void written
-  as background).
+  `retrieval.segment_video_online`). `eval.upsample` says how the 1/8
+  resolution result reaches `[H, W]` (`retrieval.UPSAMPLE_MODES`; "labels"
+  when absent). Frame 0 is the given mask (void written as background).
 
   Args:
     emb: `[T, h, w, D]` embeddings (`embed_video`).
@@ -355,24 +356,34 @@ def segment_embedded(emb, first_mask, eval_config, *, online=None):
   height, width = first_mask.shape
   pool = retrieval.pool_from_label_maps(
       emb[:1], {0: retrieval.labels_from_mask(first_mask, emb.shape[1:3])})
+  num_labels = max(2, int(first_mask[first_mask != davis_io.VOID_LABEL]
+                          .max(initial=0)) + 1)
+  by_distance = ec.get("upsample", "labels") == "distances"
+  tiles = dict(chunk_size=ec.chunk_size, ref_chunk_size=ec.ref_chunk_size)
   if online:
-    num_labels = max(2, int(first_mask[first_mask != davis_io.VOID_LABEL]
-                            .max(initial=0)) + 1)
-    low, _ = retrieval.segment_video_online(
+    out = retrieval.segment_video_online(
         emb, pool.emb, pool.labels,
         num_labels=num_labels, capacity=ec.online_capacity,
         max_add_per_frame=ec.online_max_add_per_frame,
         confidence_ratio=ec.online_confidence_ratio,
-        chunk_size=ec.chunk_size, ref_chunk_size=ec.ref_chunk_size)
-    labels = np.array(retrieval.upsample_labels(low, (height, width)))
+        return_distances=by_distance, **tiles)
+    labels = (retrieval.labels_from_distances(out[2], (height, width))
+              if by_distance else
+              np.array(retrieval.upsample_labels(out[0], (height, width))))
   else:
     per_clip = []
     for start, stop in _clips(num, ec.clip_len):
       idx = np.minimum(np.arange(start, start + ec.clip_len), num - 1)
-      per_clip.append(np.asarray(retrieval.segment_video(
-          emb[idx], pool.emb, pool.labels,
-          out_size=(height, width), k=ec.k, chunk_size=ec.chunk_size,
-          ref_chunk_size=ec.ref_chunk_size))[:stop - start])
+      if by_distance:
+        dist = retrieval.label_distances(emb[idx], pool.emb, pool.labels,
+                                         num_labels=num_labels, **tiles)
+        clip = retrieval.labels_from_distances(
+            np.asarray(dist)[:stop - start], (height, width))
+      else:
+        clip = np.asarray(retrieval.segment_video(
+            emb[idx], pool.emb, pool.labels, out_size=(height, width),
+            k=ec.k, **tiles))[:stop - start]
+      per_clip.append(clip)
     labels = np.concatenate(per_clip)
   labels[0] = np.where(first_mask == davis_io.VOID_LABEL, 0, first_mask)
   return labels

@@ -209,6 +209,7 @@ def validate_config(config, prefix="--config."):
   - `data.train_sequences` / `data.val_sequences`: empty (the whole split)
     or naming at least one sequence (`,` is an error, as `--sequences ,` is
     for `python -m vosjax.evaluate`);
+  - `eval.upsample` "labels" or "distances" (the latter with `eval.k=1`);
   - every field named `compute_dtype` one of
     `vosjax.models.conv3d.COMPUTE_DTYPES` ("float32", "bfloat16").
 
@@ -229,6 +230,16 @@ def validate_config(config, prefix="--config."):
       conv3d.compute_dtype(value, flag=f"{prefix}{field}")
     else:
       _check_value(name, value, f"{prefix}{field}")
+  upsample = fields.get("eval.upsample")
+  if upsample is not None:
+    # Literal here: importing vosjax.retrieval would pull in JAX.
+    if upsample not in ("labels", "distances"):
+      raise InputError(f"{prefix}eval.upsample={upsample!r}: must be "
+                       f"'labels' or 'distances'")
+    if upsample == "distances" and fields.get("eval.k", 1) != 1:
+      raise InputError(f"{prefix}eval.upsample=distances needs "
+                       f"{prefix}eval.k=1 (got {fields['eval.k']!r}): "
+                       f"distances are upsampled for the nearest neighbour")
   for window, step in _WINDOW_STEPS:
     if window in fields and step in fields and fields[step] > fields[window]:
       raise InputError(

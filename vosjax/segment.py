@@ -485,13 +485,18 @@ class Processor:
     ec, r = self.ec, self.retrieval
     self.window = self.window[1:] + [self.resize(image[None])[0]]
     emb = self._embed()
+    by_distance = ec.get("upsample", "labels") == "distances"
+    tiles = dict(chunk_size=ec.chunk_size, ref_chunk_size=ec.ref_chunk_size)
     if not ec.online:
+      if by_distance:
+        dist = r.label_distances(emb[None], self.pool.emb, self.pool.labels,
+                                 num_labels=self.num_labels, **tiles)
+        return r.labels_from_distances(dist, self.size)[0].astype(np.uint8)
       return np.asarray(r.segment_frame(
           emb, self.pool.emb, self.pool.labels, out_size=self.size, k=ec.k,
-          chunk_size=ec.chunk_size, ref_chunk_size=ec.ref_chunk_size),
-                        np.uint8)
+          **tiles), np.uint8)
     jnp = self.jnp
-    low, (new_e, new_l) = r.segment_video_online(
+    low, (new_e, new_l), *dist = r.segment_video_online(
         emb[None], jnp.concatenate([self.pool.emb.astype(jnp.float32),
                                     jnp.asarray(self.ring_e)]),
         jnp.concatenate([self.pool.labels.astype(jnp.int32),
@@ -499,7 +504,7 @@ class Processor:
         num_labels=self.num_labels, capacity=ec.online_capacity,
         max_add_per_frame=ec.online_max_add_per_frame,
         confidence_ratio=ec.online_confidence_ratio,
-        chunk_size=ec.chunk_size, ref_chunk_size=ec.ref_chunk_size)
+        return_distances=by_distance, **tiles)
     # The call's own pool starts empty at slot 0: its first n slots are
     # this frame's additions, written into the carried ring at its pointer.
     new_l = np.asarray(new_l)
@@ -508,4 +513,6 @@ class Processor:
     self.ring_e[slots] = np.asarray(new_e)[:n]
     self.ring_l[slots] = new_l[:n]
     self.ptr = (self.ptr + n) % len(self.ring_l)
+    if by_distance:
+      return r.labels_from_distances(dist[0], self.size)[0].astype(np.uint8)
     return np.asarray(r.upsample_labels(low, self.size))[0].astype(np.uint8)
