@@ -13,7 +13,8 @@ Backbone: DeepMind's Kinetics-400 RGB I3D trained from scratch (kinetics-i3d
 ImageNet-inflated Kinetics model (`rgb_imagenet`), which is not available
 offline here.
 
-Learning rates: the paper's SGD at 1e-3 is kept. The released code fed
+Learning rates: the paper's SGD at 1e-3 is kept for the parent, not for
+the one-shot stage (below). The released code fed
 [0, 1] to an I3D trained on [-1, 1]; vosjax feeds [-1, 1]. Measured
 (`python benchmarks/measure_head_scales.py`, two 8-frame DAVIS val clips at
 427x240), the RMS of each side head's input changes little between the

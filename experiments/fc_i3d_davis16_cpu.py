@@ -21,8 +21,8 @@ reason (2 CPU cores, DAVIS 2016 val):
     same one-shot time (about 65 s a sequence on idle cores); on all 20,
     0.365 -> 0.390. Not more steps: 300 at 3e-4 gave camel, car-roundabout
     and motocross-jump J&F 0.425, 0.212, 0.321 against 0.409, 0.273, 0.380
-    with 150 (it overfits the dreamed clips), at twice the time. Why Adam although the input-scale measurement needs no
-    correction for I3D (fc_i3d_davis16.py: batch norm keeps the head inputs'
+    with 150 (it overfits the dreamed clips), at twice the time. Why Adam
+    although the input-scale measurement needs no correction for I3D (fc_i3d_davis16.py: batch norm keeps the head inputs'
     RMS within 0.82-1.0x): the paper's SGD rate was measured only behind a
     weak parent, where 40 steps lowered the loss 1.147 -> 0.244 and barely
     moved the predictions. Until commit "FC-I3D one-shot honours

@@ -21,11 +21,11 @@ stride 8, `vosjax.models.vgg`), under the paper's embedding head (features
     paper's online adaptation and, from the same embeddings, without it
     (`eval.compare_online`: the second variant `pml_vgg16_trained_no_online`;
     its s/frame is retrieval alone, the embeddings being reused).
-  * `eval.upsample = "labels"` (the paper's label transfer: the label map
-    at 1/8 of the half-resolution frame upsampled nearest). The
-    alternative, `"distances"` (each label's distance map upsampled
-    bilinearly, then the nearest label; our option), gained on the
-    zero-shot I3D features (blackswan, car-shadow, cows, dog, soapbox:
+  * `eval.upsample` stays pml_davis16's "labels" (the paper's label
+    transfer: the label map at 1/8 of the half-resolution frame upsampled
+    nearest). The alternative, `"distances"` (each label's distance map
+    upsampled bilinearly, then the nearest label; our option), gained on
+    the zero-shot I3D features (blackswan, car-shadow, cows, dog, soapbox:
     J&F 0.485 -> 0.508) but not here: one checkpoint, all 20 val
     sequences, without online adaptation 0.435 (labels) vs 0.433
     (distances), with it 0.328 vs 0.325 (docs/RESULTS.md).
@@ -46,5 +46,4 @@ def get_config():
   config.eval.name = "pml_vgg16_trained"
   config.eval.clip_len = 8  # frames per forward pass (no temporal context)
   config.eval.compare_online = True
-  config.eval.upsample = "labels"  # See above.
   return config
