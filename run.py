@@ -45,6 +45,7 @@ from ml_collections import config_flags
 
 from vosjax import distributed
 from vosjax import experiments
+from vosjax import interrupt
 from vosjax import workdir as workdir_lib
 from vosjax.errors import InputError
 from vosjax.errors import RunError
@@ -221,8 +222,7 @@ def _interrupted(error):
     line = (f"interrupted at step {step}; rerun the same command to resume "
             + (f"(from the step-{saved} checkpoint)" if saved is not None
                else "(no checkpoint yet: training starts over)"))
-  print(f"run.py: {line}", file=sys.stderr)
-  sys.exit(130)
+  interrupt.exit_interrupted(f"run.py: {line}")
 
 
 def _claim_workdir(config, workdir, root, is_default):
@@ -285,5 +285,5 @@ def main(argv):
 if __name__ == "__main__":
   try:
     app.run(main, flags_parser=_parse_flags)
-  except KeyboardInterrupt as interrupt:  # While parsing or starting.
-    _interrupted(interrupt)
+  except KeyboardInterrupt as e:  # While parsing or starting.
+    _interrupted(e)

@@ -149,7 +149,7 @@ def _tree(folder):
           for p in sorted(folder.rglob("*"))}
 
 
-def _truncate(step_dir):
+def truncate(step_dir):
   """Cuts every array data file of a saved step to half its size, as a copy
   or a disk cut short would (Orbax's reads then fail inside TensorStore)."""
   hit = 0
@@ -204,7 +204,7 @@ def test_reading_a_truncated_newest_checkpoint_warns_once_and_changes_nothing():
   root = pathlib.Path(tempfile.mkdtemp(prefix="vosjax-ro-run-"))
   try:
     tt._fit(root, tt._Batches(), num_steps=4)  # Checkpoints 2 and 4.
-    _truncate(root / train.CHECKPOINT_DIR / "4")
+    truncate(root / train.CHECKPOINT_DIR / "4")
     for path in [root, *root.rglob("*")]:
       path.chmod(0o555 if path.is_dir() else 0o444)
     before = _tree(root)

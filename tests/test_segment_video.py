@@ -7,6 +7,12 @@ CLI's PNGs read back by the official-protocol evaluator.
 """
 
 
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -14,6 +20,8 @@ from PIL import Image
 
 from experiments import masktrack_demo
 from experiments import pml_demo
+from tests import test_checkpoint
+from tests.test_video_io import tree_hashes
 from vosjax import davis_io
 from vosjax import evaluation
 from vosjax import segment
@@ -23,6 +31,7 @@ from vosjax.programs import pml as pml_program
 from vosjax.tools import segment_video
 
 SEQ = "val-000"
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _tiny_data(config):
@@ -227,7 +236,7 @@ def test_trained_run_refuses_model_overrides_and_missing_checkpoints(
           "--out", str(tmp_path / "out")]
   code, err = _cli_error(capsys, ["--workdir", str(masktrack_run),
                                   "--config.model.side_features=8"] + args)
-  assert code == 1 and "--config.model.side_features" in err
+  assert code == 2 and "--config.model.side_features" in err
   empty = tmp_path / "ws" / "masktrack_demo"
   empty.mkdir(parents=True)
   (empty / "config.json").write_text(
@@ -237,3 +246,38 @@ def test_trained_run_refuses_model_overrides_and_missing_checkpoints(
   code, err = _cli_error(capsys, ["--frames", "x", "--first_mask", "y",
                                   "--out", "z"])
   assert code == 2 and "--workdir, --checkpoint or --experiment" in err
+
+
+def test_cli_reading_a_truncated_checkpoint_warns_in_one_line_and_renames_nothing(
+    masktrack_run, tmp_path):
+  """The newest checkpoint of the run cut short (a copy cut off): the CLI
+  segments from the step before with one clean warning naming both steps,
+  and the run folder is byte for byte as it was (it used to be renamed
+  `<step>.unreadable`, and the warning printed a TensorStore object)."""
+  run = tmp_path / "ws" / "masktrack_demo"
+  shutil.copytree(masktrack_run, run)
+  ckpt_dir = next(p.parent for p in sorted(run.rglob("checkpoints/*"))
+                  if p.name.isdigit())
+  steps = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
+  assert len(steps) == 2, steps
+  test_checkpoint.truncate(ckpt_dir / str(steps[1]))
+  before = tree_hashes(run)
+  frames_dir, mask_png = _sequence(run)
+  out = tmp_path / "out"
+  proc = subprocess.run(
+      [sys.executable, "-m", "vosjax.tools.segment_video", "--workdir",
+       str(run), "--frames", str(frames_dir), "--first_mask", str(mask_png),
+       "--out", str(out), "--variant", "offline"],
+      capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+      env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+  assert proc.returncode == 0, proc.stderr
+  warnings = [line for line in proc.stderr.splitlines() if "unreadable" in line]
+  assert len(warnings) == 1, proc.stderr
+  assert warnings[0].startswith(
+      f"warning: checkpoint step {steps[1]} in {ckpt_dir} is unreadable "
+      f"(ValueError: "), warnings[0]
+  assert warnings[0].endswith(
+      f"); using step {steps[0]} instead (nothing renamed)"), warnings[0]
+  assert "TensorStore" not in proc.stderr and "Traceback" not in proc.stderr
+  assert tree_hashes(run) == before
+  assert len(list((out / SEQ).glob("*.png"))) == 6

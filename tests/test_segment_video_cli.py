@@ -51,6 +51,8 @@ STAND_IN = textwrap.dedent("""
       def chosen_variant(self):
         return "first-mask"
       def segment(self, frames, mask, name):
+        # Which frame the first mask went with (test frames are flat greys).
+        print(f"first frame grey {round(frames[0].mean())}", file=sys.stderr)
         pause("segment")
         return np.repeat(mask[None], len(frames), axis=0)
 
@@ -277,11 +279,12 @@ def test_out_not_writable_is_refused(clip, tmp_path, monkeypatch, capsys):
 def test_fps_must_be_positive(clip, tmp_path, fps):
   frames, mask = clip
   out = tmp_path / "out"
+  before = tree_hashes(frames.parent)
   message = refused(MODEL + ["--frames", frames, "--first_mask", mask,
                              "--out", out, f"--fps={fps}"], code=2)
   assert message == (f"argument --fps: {fps!r}: must be a number > 0 "
                      f"(frames per second of the overlay GIF and MP4)")
-  assert not out.exists()
+  assert not out.exists() and tree_hashes(frames.parent) == before
 
 
 @pytest.mark.parametrize("kind", ["grey", "jpeg", "16bit"])
@@ -344,15 +347,19 @@ def test_mixed_frame_sizes_name_the_odd_file(clip, tmp_path):
 
 
 def test_frames_in_natural_order_end_to_end(tmp_path):
-  """frame8..frame13: the first mask goes with frame8, not frame10."""
+  """frame8..frame13: the first mask goes with frame8 (grey 10), not
+  frame10 (grey 50), and the inputs are left as they were."""
   frames = write_frames(tmp_path / "clip",
                         [f"frame{i}.jpg" for i in range(8, 14)])
   mask = mask_png(tmp_path / "mask.png")
   out = tmp_path / "out"
+  inputs = tree_hashes(frames, mask)
   rc, err, stdout = run_cli("--experiment", "x", "--frames", frames,
                             "--first_mask", mask, "--out", out,
                             stand_in=True)
   assert rc == 0, err
+  assert "first frame grey 10\n" in err, err
+  assert tree_hashes(frames, mask) == inputs
   assert (f"--frames {frames}: 6 frames in natural order (numbers compared "
           f"as numbers): frame8.jpg, frame9.jpg, frame10.jpg, frame11.jpg, "
           f"frame12.jpg, frame13.jpg") in err
@@ -417,18 +424,7 @@ def _runs(ws, *names):
     workdir.check_config(config, ws / name)
 
 
-def refused_in_process(capsys, args):
-  """`refused` through `main()`: for refusals made inside `segment.load`,
-  whose subprocess would spend seconds importing jax."""
-  with pytest.raises(SystemExit) as e:
-    segment_video.main([str(a) for a in args])
-  err = capsys.readouterr().err
-  assert e.value.code == 1, err
-  assert "loading" not in err and err.count("\n") == 1, err
-  return err[len("segment_video: "):].rstrip("\n")
-
-
-def test_run_folder_messages(clip, tmp_path, capsys):
+def test_run_folder_messages(clip, tmp_path):
   """Before any model is loaded, each naming what to pass."""
   frames, mask = clip
   io = ["--frames", frames, "--first_mask", mask, "--out", tmp_path / "out"]
@@ -438,17 +434,17 @@ def test_run_folder_messages(clip, tmp_path, capsys):
   assert refused(["--workdir", ws] + io) == (
       f"--workdir {ws} holds 2 runs (osvos_demo, osvos_demo_b); pass "
       f"--experiment osvos_demo or --experiment osvos_demo_b")
-  assert refused_in_process(
-      capsys, ["--workdir", ws, "--experiment", "fc_i3d_demo"] + io) == (
+  assert refused(
+      ["--workdir", ws, "--experiment", "fc_i3d_demo"] + io) == (
           f"--workdir {ws} has no run fc_i3d_demo; pass --experiment "
           f"osvos_demo or --experiment osvos_demo_b")
   missing = ws / "osvos_demo" / "parent" / "checkpoints" / "5"
-  assert refused_in_process(capsys, ["--checkpoint", missing] + io) == (
+  assert refused(["--checkpoint", missing] + io) == (
       f"--checkpoint {missing}: no such file or folder")
-  assert refused_in_process(
-      capsys, ["--workdir", ws / "osvos_demo", "--variant", "online"] + io
+  assert refused(
+      ["--workdir", ws / "osvos_demo", "--variant", "online"] + io
   ) == "--variant online: osvos with this config gives parent, oneshot"
-  assert refused_in_process(capsys, MODEL + ["--variant", "nosuch"] + io) == (
+  assert refused(MODEL + ["--variant", "nosuch"] + io) == (
       "--variant nosuch: pml with this config gives i3d_zero_shot")
   assert tree_hashes(tmp_path) == before
 
@@ -490,33 +486,33 @@ def test_a_failed_write_leaves_the_earlier_output(tmp_path, monkeypatch):
   assert not list(out.glob(".*"))
 
 
-def test_ctrl_c_during_the_swap_waits_for_it():
-  """SIGINT inside the renames is raised once they are done."""
-  done = []
-  # Python's own handler, as in a terminal (a background job's pytest
-  # starts with SIGINT ignored).
-  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-  try:
-    with pytest.raises(KeyboardInterrupt) as e:
-      with segment_video._ctrl_c_deferred():  # pylint: disable=protected-access
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)
-        done.append(True)
-    assert done and type(e.value).__name__ == "_InterruptedAfterWriting"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-  finally:
-    signal.signal(signal.SIGINT, previous)
-
-
-def test_config_values_are_checked_before_loading(clip, tmp_path, capsys):
+def test_config_values_are_checked_before_loading(clip, tmp_path):
   """`experiments.validate_config`, as run.py: `eval.scale <= 0` made every
   frame after the first background, `eval.k=0` a 43-line traceback."""
   frames, mask = clip
   io = ["--frames", frames, "--first_mask", mask, "--out", tmp_path / "out"]
   before = tree_hashes(tmp_path)
-  assert refused_in_process(capsys, MODEL + io + ["--config.eval.k=0"]) == (
+  assert refused(MODEL + io + ["--config.eval.k=0"], code=2) == (
       "--config.eval.k=0: must be a whole number >= 1")
-  assert refused_in_process(
-      capsys, MODEL + io + ["--config.eval.scale=-1"]) == (
-          "--config.eval.scale=-1.0: must be a number in (0, 4]")
+  assert refused(MODEL + io + ["--config.eval.scale=-1"], code=2) == (
+      "--config.eval.scale=-1.0: must be a number in (0, 4]")
   assert tree_hashes(tmp_path) == before
+
+
+def test_a_first_mask_among_the_frames_is_not_segmented_as_a_frame(clip):
+  """`--first_mask ~/v/clip/mask.png`: the mask is a PNG in the frames
+  folder, and used to be taken as a fifth frame."""
+  frames, _ = clip
+  mask = mask_png(frames / "mask.png")
+  out = frames.parent / "out"
+  before = tree_hashes(frames)
+  rc, err, stdout = run_cli("--experiment", "x", "--frames", frames,
+                            "--first_mask", mask, "--out", out,
+                            stand_in=True)
+  assert rc == 0, err
+  assert (f"--frames {frames}: {mask} is the --first_mask, not a frame: "
+          f"left out\n") in err
+  assert "4 masks of clip" in stdout
+  assert sorted(p.name for p in (out / "clip").glob("*.png")) == [
+      f"{i:05d}.png" for i in range(4)]
+  assert tree_hashes(frames) == before

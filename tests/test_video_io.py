@@ -17,16 +17,19 @@ import pytest
 from PIL import Image
 
 from vosjax import davis_io
-from vosjax import experiments
 from vosjax import segment
 from vosjax import video_io
-from vosjax.errors import InputError
 
 
 def tree_hashes(*roots):
-  """`{path: sha256}` of every file under `roots` (hidden ones too)."""
+  """`{path: sha256}` of every file under `roots` (hidden ones too); a root
+  may be a file."""
   out = {}
   for root in roots:
+    if os.path.isfile(root):
+      with open(root, "rb") as fh:
+        out[str(root)] = hashlib.sha256(fh.read()).hexdigest()
+      continue
     for folder, _, files in os.walk(root):
       for f in files:
         path = os.path.join(folder, f)
@@ -87,6 +90,15 @@ def test_regular_numbering_gives_no_warning(tmp_path):
     lines, log = _collector()
     video_io.read_video(write_frames(tmp_path / names[0], names), log=log)
     assert len(lines) == 1 and "warning" not in lines[0], lines
+
+
+def test_ffmpeg_lines_lose_their_addresses():
+  assert video_io.ffmpeg_line(
+      "[mjpeg @ 0x55d2c1a0b2c0] unable to decode APP fields: Invalid data "
+      "found when processing input\n") == (
+          "mjpeg: unable to decode APP fields: Invalid data found when "
+          "processing input")
+  assert video_io.ffmpeg_line("  moov atom not found ") == "moov atom not found"
 
 
 def test_mixed_frame_sizes_name_the_odd_file(tmp_path):
@@ -262,22 +274,29 @@ def test_api_value_errors_are_in_the_apis_terms(tmp_path):
                           "(width x height)")
 
 
-def test_load_checks_values_with_validate_config(monkeypatch):
+def test_load_checks_values_with_validate_config():
   """`experiments.validate_config` (run.py's checks) runs at load, before
-  any model; its `--config.` wording becomes `overrides[...]`."""
-  seen = []
-
-  def validate(config):
-    seen.append(config.eval.scale)
-    raise InputError("--config.eval.scale=0.0: must be in (0, 4]")
-
-  monkeypatch.setattr(experiments, "validate_config", validate)
-  with pytest.raises(ValueError) as e:
-    segment.load(experiment="pml_i3d_zero_shot",
-                 overrides={"eval.scale": 0.0})
-  assert seen == [0.0]
-  assert str(e.value) == "overrides['eval.scale']=0.0: must be in (0, 4]"
+  any model; its `--config.` wording becomes `overrides[...]`. Reference:
+  run.py's messages for the same values (tests/test_run.py)."""
+  for overrides, message in [
+      ({"eval.scale": 0.0},
+       "overrides['eval.scale']=0.0: must be a number in (0, 4]"),
+      ({"eval.k": 0}, "overrides['eval.k']=0: must be a whole number >= 1"),
+  ]:
+    with pytest.raises(video_io.OverrideError) as e:
+      segment.load(experiment="pml_i3d_zero_shot", overrides=overrides)
+    assert str(e.value) == message
   with video_io.flag_names(), pytest.raises(ValueError) as e:
     segment.load(experiment="pml_i3d_zero_shot",
                  overrides={"eval.scale": "0"})
-  assert str(e.value) == "--config.eval.scale=0.0: must be in (0, 4]"
+  assert str(e.value) == "--config.eval.scale=0.0: must be a number in (0, 4]"
+
+
+def test_missing_inputs_are_named_in_the_apis_terms(tmp_path):
+  with pytest.raises(ValueError) as e:
+    segment.read_video(tmp_path / "clip")
+  assert str(e.value) == f"video {tmp_path / 'clip'}: no such file or folder"
+  with pytest.raises(ValueError) as e:
+    segment.read_first_mask(tmp_path / "mask.png")
+  assert str(e.value) == (f"first_mask {tmp_path / 'mask.png'}: no such "
+                          f"file")

@@ -120,7 +120,7 @@ def apply_overrides(config, overrides, trained):
   overrides = overrides or {}
   for field in overrides:
     if trained and not workdir_lib.is_resumable(field):
-      raise SegmentError(
+      raise video_io.OverrideError(
           f"{video_io.field_name(field)}: a trained run's {field} decides its "
           f"checkpoint; only {', '.join(workdir_lib.RESUMABLE_FIELDS)} may "
           f"change")
@@ -128,7 +128,7 @@ def apply_overrides(config, overrides, trained):
   try:
     experiments.override_config(config, overrides)
   except ValueError as e:
-    raise SegmentError(video_io.in_callers_terms(e)) from None
+    raise video_io.OverrideError(video_io.in_callers_terms(e)) from None
 
 
 def validate(config):
@@ -137,7 +137,7 @@ def validate(config):
   try:
     experiments.validate_config(config)
   except InputError as e:
-    raise SegmentError(video_io.in_callers_terms(e)) from None
+    raise video_io.OverrideError(video_io.in_callers_terms(e)) from None
 
 
 # ----------------------------------------------------------------------------
@@ -267,8 +267,10 @@ class Segmenter:
     if name is not None and not (isinstance(name, str) and name):
       raise TypeError(f"name must be a non-empty str, got {name!r}")
     mask, _ = read_first_mask(first_mask)
-    frames, _ = read_video(video, allow_truncated=allow_truncated,
-                           log=self.log)
+    frames, _ = read_video(
+        video, allow_truncated=allow_truncated, log=self.log,
+        exclude=[(video_io.arg_name("first_mask"), first_mask)]
+        if isinstance(first_mask, (str, os.PathLike)) else ())
     check_inputs(frames, mask)
     if name is None:
       name = (pathlib.Path(video).stem

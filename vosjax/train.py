@@ -37,6 +37,7 @@ import optax
 
 from vosjax import davis_io
 from vosjax import distributed
+from vosjax import interrupt
 from vosjax import sharding
 from vosjax.checkpoint import Checkpointer
 from vosjax.errors import InputError
@@ -479,7 +480,10 @@ def fit(state, train_step, batches, *, num_steps, workdir, rng, mesh=None,
           t_print = now
         acc, t_last, step_last, clips = None, now, step, 0
       if is_ckpt:
-        last_good = ckpt.save(state, batches.get_state())
+        # Orbax creates the step's temporary folder here and hands the
+        # write to a thread; cut by Ctrl-C, it would leave that folder.
+        with interrupt.deferred():
+          last_good = ckpt.save(state, batches.get_state())
     return state
   except KeyboardInterrupt:
     # The `finally` first completes a save under way (Orbax writes a step

@@ -38,6 +38,11 @@ class SegmentError(InputError):
   """Bad input to segment a video: frames, mask, run folder or override."""
 
 
+class OverrideError(SegmentError):
+  """A config override that cannot be applied or whose value cannot be
+  meant (`eval.scale=0`, `eval.k=0`): a bad command line in the CLI."""
+
+
 # ----------------------------------------------------------------------------
 # How errors name the caller's arguments.
 
@@ -132,7 +137,7 @@ def check_override_values(config, overrides):
         lambda c, k: c.get(k) if hasattr(c, "get") else None,
         field.split("."), config)
     if value is None and current is not None:
-      raise SegmentError(f"{field_name(field)}=None: the field holds a "
+      raise OverrideError(f"{field_name(field)}=None: the field holds a "
                          f"{_type_name(current)} ({current!r})")
 
 
@@ -224,10 +229,12 @@ def _numbering_warnings(files):
   return warnings
 
 
-def frame_files(folder, log=log_stderr):
+def frame_files(folder, log=log_stderr, exclude=()):
   """The image files of `folder` in natural order, with that order logged.
 
-  Hidden files (`.DS_Store`, `._00001.jpg`) are skipped. Two files with one
+  Hidden files (`.DS_Store`, `._00001.jpg`) are skipped, and so are the
+  paths in `exclude` (the first mask, when it lies among the frames: it
+  would otherwise be segmented as a frame), with a line saying so. Two files with one
   stem (00001.jpg and 00001.png) are refused: both would give mask
   00001.png. Gaps and mixed zero padding are warned about, not refused.
   """
@@ -236,6 +243,12 @@ def frame_files(folder, log=log_stderr):
                   if p.suffix.lower() in FRAME_SUFFIXES
                   and not p.name.startswith(".") and p.is_file()),
                  key=lambda p: natural_key(p.name))
+  for flag, path in exclude:
+    real = os.path.realpath(pathlib.Path(path).expanduser())
+    kept = [p for p in files if os.path.realpath(p) != real]
+    if len(kept) < len(files):
+      log(f"{what}: {path} is the {flag}, not a frame: left out")
+      files = kept
   if not files:
     raise SegmentError(f"{what}: no image files ({', '.join(FRAME_SUFFIXES)})")
   stems = {}
@@ -254,9 +267,9 @@ def frame_files(folder, log=log_stderr):
   return files
 
 
-def _read_folder(folder, log):
+def _read_folder(folder, log, exclude):
   """Frames of a folder, the odd file named when the sizes differ."""
-  files = frame_files(folder, log)
+  files = frame_files(folder, log, exclude)
   frames = []
   for p in files:
     try:
@@ -275,7 +288,8 @@ def _read_folder(folder, log):
   return np.stack(frames), [p.stem for p in files]
 
 
-def read_video(source, *, allow_truncated=False, log=log_stderr):
+def read_video(source, *, allow_truncated=False, log=log_stderr,
+               exclude=()):
   """Frames of a folder, a video file or an array.
 
   Args:
@@ -286,6 +300,8 @@ def read_video(source, *, allow_truncated=False, log=log_stderr):
       container announces (the frames that decode are used, with a warning);
       by default that is an error, since the masks would silently stop early.
     log: where the frame order and warnings go (default stderr).
+    exclude: `(what, path)` pairs of files a folder's frames leave out, e.g.
+      `[("first mask", mask_path)]`.
 
   Returns:
     `(frames [T, H, W, 3] uint8 RGB, names)`: `names` are the frame files'
@@ -311,7 +327,7 @@ def read_video(source, *, allow_truncated=False, log=log_stderr):
     return frames, [f"{i:05d}" for i in range(len(frames))]
   path = pathlib.Path(source).expanduser()
   if path.is_dir():
-    return _read_folder(path, log)
+    return _read_folder(path, log, exclude)
   if not path.is_file():
     raise SegmentError(f"{what} {path}: no such file or folder")
   frames, ffmpeg_log, announced = _decode(path)
@@ -373,7 +389,15 @@ def _decode(path):
         frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
     finally:
       capture.release()
-  return frames, [line.strip() for line in log if line.strip()], announced
+  lines = [ffmpeg_line(line) for line in log]
+  return frames, [line for line in lines if line], announced
+
+
+def ffmpeg_line(line):
+  """`[mjpeg @ 0x55d2c1] unable to decode APP fields` as `mjpeg: unable to
+  decode APP fields`: the address means nothing to a user and changes from
+  run to run."""
+  return re.sub(r"\[(\w+) @ 0x[0-9a-fA-F]+\]\s*", r"\1: ", line).strip()
 
 
 def decode_video_file(path):

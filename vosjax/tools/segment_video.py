@@ -37,7 +37,7 @@ any path inside a run (e.g. its `parent/checkpoints`): the run's
 (checked by `experiments.validate_config`, as run.py does).
 
 Errors the user can fix print one line `segment_video: ...`: exit 2 for a
-bad command line (e.g. `--fps 0`), 1 for bad input (the cases above, a mask
+bad command line (e.g. `--fps 0`, `--config.eval.k=0`, as run.py), 1 for bad input (the cases above, a mask
 whose size differs from the frames, a mask with no object, an unreadable
 video, no checkpoint), 130 for Ctrl-C (`interrupted; nothing was written`).
 """
@@ -45,19 +45,19 @@ video, no checkpoint), 130 for Ctrl-C (`interrupted; nothing was written`).
 import argparse
 import contextlib
 import json
+import logging
 import math
 import os
 import pathlib
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 import time
 
 import cv2
 
 from vosjax import davis_io
+from vosjax import interrupt
 from vosjax import overlays
 from vosjax import video_io
 from vosjax.errors import InputError
@@ -67,6 +67,22 @@ PROG = "segment_video"
 # Written into `<out>/<name>/` with the masks: lists what this tool wrote, so
 # a later run replaces exactly that and refuses anything else.
 MARKER = ".segment_video"
+
+
+class _WarningLines(logging.Handler):
+  """Library warnings (absl logging, e.g. a checkpoint fallback) as one
+  `warning: ...` line each, like the tool's own, not `WARNING:absl:...`."""
+
+  def emit(self, record):
+    line = " ".join(record.getMessage().split())
+    print(f"warning: {line}", file=sys.stderr, flush=True)
+
+
+def _warnings_as_lines():
+  absl_logger = logging.getLogger("absl")
+  if not any(isinstance(h, _WarningLines) for h in absl_logger.handlers):
+    absl_logger.addHandler(_WarningLines(logging.WARNING))
+    absl_logger.propagate = False
 
 
 def _fail(message, code):
@@ -232,36 +248,13 @@ def check_output(out, name, inputs):
                        f"segment_video; {how}")
 
 
-class _InterruptedAfterWriting(KeyboardInterrupt):
-  """Ctrl-C during the final renames, raised once they are done."""
-
-
-@contextlib.contextmanager
-def _ctrl_c_deferred():
-  """Within: Ctrl-C waits until the block ends (a few renames), so outputs
-  are swapped whole or not at all; then it is raised."""
-  if threading.current_thread() is not threading.main_thread():
-    yield
-    return
-  pending = []
-  previous = signal.signal(signal.SIGINT, lambda *_: pending.append(True))
-  try:
-    yield
-  finally:
-    signal.signal(signal.SIGINT, previous)
-  if pending and previous is signal.default_int_handler:
-    raise _InterruptedAfterWriting()
-  if pending and callable(previous):
-    previous(signal.SIGINT, None)
-
-
 def _swap_in(build, out, name):
   """Renames the built parts onto `<out>/...`, earlier ones moved into
   `build` first; on a failed rename the earlier outputs are put back."""
   old = build / ".replaced"
   old.mkdir()
   moved, placed = [], []
-  with _ctrl_c_deferred():
+  with interrupt.deferred():
     try:
       for part in _parts(name):
         if os.path.lexists(out / part):
@@ -332,6 +325,7 @@ def write_outputs(out, name, frames, frame_names, masks, palette, fps,
 
 def main(argv=None):
   args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+  _warnings_as_lines()
   t0 = time.time()
   inputs = {"--frames": args.frames, "--first_mask": args.first_mask}
   try:
@@ -345,7 +339,8 @@ def main(argv=None):
       notes = []  # The frame order and warnings, shown once the inputs and
       frames, frame_names = video_io.read_video(  # the model are accepted,
           args.frames, allow_truncated=args.allow_truncated,  # so that an
-          log=notes.append)  # error stays one line.
+          log=notes.append,  # error stays one line.
+          exclude=[("--first_mask", args.first_mask)])
       video_io.check_inputs(frames, mask)
       from vosjax import segment  # pylint: disable=g-import-not-at-top
       seg = segment.load(args.workdir or args.checkpoint,
@@ -356,13 +351,16 @@ def main(argv=None):
       masks = seg.segment(frames, mask, name=name)
       paths = write_outputs(args.out, name, frames, frame_names, masks,
                             palette, args.fps, inputs)
+  except video_io.OverrideError as e:  # A bad --config value, as run.py.
+    _fail(e, 2)
   except (InputError, RunError) as e:
     _fail(e, 1)
-  except _InterruptedAfterWriting:
-    _fail(f"interrupted after the outputs were written whole to {args.out}",
-          130)
+  except interrupt.InterruptedAfterBlock:
+    interrupt.exit_interrupted(f"{PROG}: interrupted after the outputs were "
+                               f"written whole to {args.out}")
   except KeyboardInterrupt:
-    _fail(f"interrupted; nothing was written to {args.out}", 130)
+    interrupt.exit_interrupted(
+        f"{PROG}: interrupted; nothing was written to {args.out}")
   print(f"{len(frames)} masks of {name} ({seg.program} "
         f"{seg.chosen_variant()}) in {time.time() - t0:.1f} s: "
         f"{paths[0]}/, {', '.join(p.name for p in paths[1:])}")
