@@ -16,7 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Lowest first; a module's layer is that of its longest listed prefix.
 LAYERS = (
     ("vosjax.errors", "vosjax.image", "vosjax.sharding", "vosjax.distributed",
-     "vosjax.xla_flags"),
+     "vosjax.xla_flags", "vosjax.interrupt"),
     ("vosjax.davis_io", "vosjax.overlays", "vosjax.curves", "vosjax.video_io",
      "vosjax.evaluation", "vosjax.evaluate"),
     ("vosjax.data", "vosjax.augment", "vosjax.input_pipeline"),

@@ -278,6 +278,7 @@ def test_cli_reading_a_truncated_checkpoint_warns_in_one_line_and_renames_nothin
       f"(ValueError: "), warnings[0]
   assert warnings[0].endswith(
       f"); using step {steps[0]} instead (nothing renamed)"), warnings[0]
-  assert "TensorStore" not in proc.stderr and "Traceback" not in proc.stderr
+  assert ("TensorStore" not in proc.stderr
+          and "Traceback" not in proc.stderr), proc.stderr
   assert tree_hashes(run) == before
   assert len(list((out / SEQ).glob("*.png"))) == 6

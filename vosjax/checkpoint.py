@@ -222,6 +222,21 @@ def _quiet_read():
       _silence_read_debris()
 
 
+def _with_sharding(leaf):
+  """`leaf` (a ShapeDtypeStruct) placed on this process's first device when
+  the template leaves its placement open (an abstract state from
+  `jax.eval_shape`, as `vosjax.segment` builds). Orbax would otherwise place
+  it by the sharding saved in the checkpoint, which names the saving run's
+  devices: a run trained on 8 devices failed to load where fewer exist
+  ("Topology mismatch detected"), and so, now and then, did a readable
+  older step read after a failed newer one."""
+  if getattr(leaf, "sharding", None) is not None:
+    return leaf
+  return jax.ShapeDtypeStruct(
+      leaf.shape, leaf.dtype,
+      sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
+
+
 class CheckpointError(RunError):
   """A checkpoint could not be written, or no saved one could be read."""
 
@@ -349,8 +364,9 @@ class Checkpointer:
         f"failed: {_one_line(exc)}{cleaned}") from exc
 
   def _restore_step(self, state, step):
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                            state.checkpoint_tree())
+    abstract = jax.tree.map(_with_sharding,
+                            jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                                         state.checkpoint_tree()))
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract),
         data=ocp.args.JsonRestore()))
