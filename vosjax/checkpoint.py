@@ -158,6 +158,19 @@ class _DropOrbaxTasks(std_logging.Filter):
                 and "/orbax/" in message)
 
 
+class _DropClosedLoopCallbacks(std_logging.Filter):
+  """concurrent.futures' "exception calling callback" for a TensorStore read
+  finishing after the failed read's event loop closed: asyncio checks
+  `is_closed()` and then calls `call_soon_threadsafe`, which raises "Event
+  loop is closed" when the loop closes in between (a rare race: one
+  traceback in about ten test-suite runs)."""
+
+  def filter(self, record):
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (isinstance(exc, RuntimeError)
+                and str(exc) == "Event loop is closed")
+
+
 def _is_read_debris(unraisable):
   """Whether an unraisable exception is left over from a failed Orbax read.
 
@@ -193,13 +206,15 @@ def _silence_read_debris():
   then or at exit, by dozens of lines: "Exception ignored in: <coroutine
   ...>", "Task exception was never retrieved", "Event loop is closed", each
   with a traceback and often a TensorStore spec. Only those are dropped
-  (`_is_read_debris`, `_DropOrbaxTasks`). Installed once, on the first
-  failed read.
+  (`_is_read_debris`, `_DropOrbaxTasks`, `_DropClosedLoopCallbacks`).
+  Installed once, on the first failed read.
   """
   global _debris_silenced
   if not _debris_silenced:
     _debris_silenced = True
     std_logging.getLogger("asyncio").addFilter(_DropOrbaxTasks())
+    std_logging.getLogger("concurrent.futures").addFilter(
+        _DropClosedLoopCallbacks())
     sys.unraisablehook = _without_debris(sys.unraisablehook)
 
 
