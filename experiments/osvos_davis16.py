@@ -30,6 +30,21 @@ online stage. The per-group factors (biases x2, score_dsn x1/10, fuse
 x1/100; `vosjax.models.osvos.learning_rate_multipliers`) are kept: the
 measurement above used them. Weight decay: the release's 2e-4 on the summed
 loss is 2e-4 / 409,920 here: nil, so 0.
+
+200-step check of this file's online settings (issue 28; CPU, 2026-12-06):
+this config with `train.num_steps=0` (one-shot straight from the ImageNet
+VGG16), `finetune.num_steps=200`, `inference.parent=False`, on car-shadow
+(5 augmented 400x400 crops of the full-resolution first frame per step,
+whole-frame prediction): loss 0.2278 -> 0.0037 (1.6% of the start; mean of
+the first 20 steps 0.127 -> of the last 20 0.0038), car-shadow J&F 0.821 (J
+0.833, F 0.808; copying the first mask: 0.330). 4,527 s of fine-tuning on 2
+cores shared with another run; peak host memory 9.3 GB with
+VOSJAX_MALLOC=system (vosjax's malloc defaults exceeded 24 GB here):
+
+  VOSJAX_MALLOC=system python run.py --experiment=osvos_davis16 \
+    --config.data_dir=../shared/data/DAVIS \
+    --config.data.val_sequences=car-shadow --config.train.num_steps=0 \
+    --config.finetune.num_steps=200 --config.inference.parent=False
 """
 
 import ml_collections

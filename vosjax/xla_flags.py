@@ -29,7 +29,10 @@ program on reused pages took 30 ms, and a VGG16 gradient step at 224x224
 faulted 99k times per call (~0.26 s of CPU). One arena, no mmap and no
 trimming (mallopt M_ARENA_MAX 1, M_MMAP_MAX 0, M_TRIM_THRESHOLD 2^31-1)
 keep freed pages for the next call; the process keeps its peak heap
-instead of returning it. glibc only; set VOSJAX_MALLOC=system, or any of
+instead of returning it, and fragments: osvos_davis16's one-shot stage (5
+crops of 400x400 a step) peaked at 9.3 GB with glibc's defaults and grew
+past 24 GB with these, so run such configs with VOSJAX_MALLOC=system. glibc
+only; set VOSJAX_MALLOC=system, or any of
 glibc's own MALLOC_ARENA_MAX / MALLOC_MMAP_MAX_ / MALLOC_TRIM_THRESHOLD_ or
 a GLIBC_TUNABLES naming malloc, to leave malloc as it is.
 """
