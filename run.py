@@ -283,6 +283,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  interrupt.install()
   try:
     app.run(main, flags_parser=_parse_flags)
   except KeyboardInterrupt as e:  # While parsing or starting.

@@ -324,6 +324,7 @@ def write_outputs(out, name, frames, frame_names, masks, palette, fps,
 
 
 def main(argv=None):
+  interrupt.install()
   args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
   _warnings_as_lines()
   t0 = time.time()
