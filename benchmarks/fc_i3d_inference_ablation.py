@@ -9,11 +9,11 @@ that change only prediction are compared on the same networks:
       --data_dir=../shared/data/DAVIS --out=/tmp/fc_i3d_inference \
       --variants='{"scale050": {}, "scale075": {"scale": 0.75}}'
 
-`--variants` maps a name to `inference.*` overrides ({} = the config's), or
-to {"scales": [s1, s2, ...]}: the logits predicted at each scale, upsampled
-to 854x480 and averaged before the threshold (multi-scale testing, not in
-the paper); `--finetune` overrides `finetune.*` the same way. Prints one row per variant
-(J&F, J, F, seconds per frame) and its per-sequence CSV.
+`--variants` maps a name to `inference.*` overrides ({} = the config's;
+{"scales": [s1, s2, ...]}: multi-scale testing, the logits at each scale
+upsampled to 854x480 and averaged before the threshold); `--finetune`
+overrides `finetune.*` the same way. Prints one row per variant (J&F, J, F,
+seconds per frame) and its per-sequence CSV.
 """
 
 import argparse
@@ -24,35 +24,10 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import numpy as np  # pylint: disable=g-import-not-at-top
-
+# pylint: disable=g-import-not-at-top
 from vosjax import experiments
-from vosjax import image
-from vosjax import inference
 from vosjax import pipeline
 from vosjax.programs import fc_i3d
-
-
-def multi_scale(method, scales, variables_of):
-  """`segment(seq)`: FC-I3D's tiled logits at each scale, upsampled to the
-  frame size and averaged, then the threshold."""
-  ic = method.config.inference
-  apply_fn = fc_i3d._apply_fused(method.model)  # pylint: disable=protected-access
-
-  def segment(seq):
-    frames = seq.frames()
-    height, width = frames.shape[1:3]
-    total = 0
-    for scale in scales:
-      logits = inference.tiled_logits(
-          apply_fn, image.to_model_range(image.resize(frames, scale)),
-          params=variables_of(seq), tile=ic.tile, stride=ic.stride,
-          clip_len=ic.clip_len, clip_stride=ic.clip_stride,
-          batch_size=ic.batch_size)
-      total = total + image.upsample(np.asarray(logits)[..., 0], height, width)
-    return inference.predict_masks((total / len(scales))[..., None])
-
-  return segment
 
 
 def main():
@@ -81,14 +56,10 @@ def main():
   configured = dict(config.inference)
   for name, overrides in json.loads(args.variants).items():
     config.inference.update(configured)
-    scales = overrides.get("scales")
-    config.inference.update({k: v for k, v in overrides.items()
-                             if k != "scales"})
-    if scales:
-      segment = multi_scale(method, scales, lambda seq: adapted[seq.name])
-    else:
-      segment = method._segmenter(  # pylint: disable=protected-access
-          lambda seq: adapted[seq.name])
+    config.inference.update({k: tuple(v) if isinstance(v, list) else v
+                             for k, v in overrides.items()})
+    segment = method._segmenter(  # pylint: disable=protected-access
+        lambda seq: adapted[seq.name])
     variant = pipeline.Variant(name, segment)
     r = pipeline.predict_and_evaluate(variant, data, out / "predictions")
     print(f"{name} {json.dumps(overrides)}: J&F {r['J&F-Mean']:.3f} "

@@ -117,6 +117,10 @@ def get_config():
   # upsampled bilinearly to the original size before the threshold (the
   # paper tiles the full-resolution frames: 1.0).
   config.inference.scale = 1.0
+  # Multi-scale testing (not in the paper): when not empty, the logits at
+  # each of these scales, upsampled, are averaged before the threshold, in
+  # place of `scale` alone.
+  config.inference.scales = ()
   config.inference.tile = 224
   config.inference.stride = 100
   config.inference.clip_len = 16

@@ -81,6 +81,9 @@ def test_every_experiment_passes_validate_config():
     ("osvos_demo", {"train.scale_range": (1.25, 0.75)},
      "config.train.scale_range=[1.25, 0.75]: must be two numbers low, high "
      "with 0 < low <= high"),
+    ("fc_i3d_demo", {"inference.scales": (0.5, 0.0)},
+     "config.inference.scales=[0.5, 0.0]: must be resize factors, each in "
+     "(0, 4] (empty: the single `scale`)"),
     ("osvos_demo", {"data.val_sequences": ","},
      "config.data.val_sequences=',': names no sequence; give "
      "comma-separated names, or leave it empty for the whole split"),

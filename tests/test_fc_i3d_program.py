@@ -1,7 +1,10 @@
 """FC-I3D program: the whole pipeline on tiny synthetic data, and the demo."""
 
 import json
+import types
 
+import jax
+import numpy as np
 import pytest
 
 from experiments import fc_i3d_davis16
@@ -141,3 +144,28 @@ def test_learns_real_video_from_kinetics(davis_root):
        "inference.clip_stride": 8},
       propagate=True)
   assert j >= baseline + 0.1, (j, baseline)
+
+
+def test_inference_scales_replace_scale_and_average():
+  """`inference.scales`: (1.0, 1.0) predicts exactly what `scale=1.0` does,
+  whatever `scale` says (the mean of two equal logits is each of them);
+  the averaging itself is tested against a hand reference in
+  tests/test_image.py."""
+  config = _tiny()
+  method = fc_i3d.FCI3DMethod(config, "/unused")
+  variables = fc_i3d.init_variables(
+      method.model, config.model, (1, 4, 32, 32, 3),
+      jax.random.key(0, impl="rbg"))
+  frames = np.random.default_rng(0).integers(0, 256, (6, 48, 64, 3),
+                                             dtype=np.uint8)
+  seq = types.SimpleNamespace(frames=lambda: frames)
+
+  def masks(**inference):
+    config.inference.update(inference)
+    return method._segmenter(lambda _: variables)(seq)  # pylint: disable=protected-access
+
+  full = masks(scale=1.0, scales=())
+  half = masks(scale=0.5, scales=())
+  assert full.shape == half.shape == (6, 48, 64)
+  assert not np.array_equal(full, half)  # Scales matter for this network.
+  np.testing.assert_array_equal(masks(scale=0.5, scales=(1.0, 1.0)), full)

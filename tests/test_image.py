@@ -1,4 +1,5 @@
-"""Tests of vosjax.image: the model range, resizing by a scale, upsampling.
+"""Tests of vosjax.image: the model range, resizing by a scale, upsampling,
+multi-scale logits.
 
 References: hand-computed values, and a naive bilinear interpolation with
 OpenCV's half-pixel-centre convention (pixel i covers [i, i + 1), its centre
@@ -54,3 +55,27 @@ def test_upsample_is_bilinear_with_half_pixel_centres():
   for m, u in zip(maps, up):
     np.testing.assert_allclose(u, _naive_bilinear(m, 12, 17), atol=1e-4)
   assert image.upsample(maps, 5, 7) is maps
+
+
+def test_logits_at_scales_averages_each_scale_upsampled():
+  """Reference: resize, predict, upsample by hand for each scale, then the
+  mean; the predictor's logits depend on the scale it sees."""
+  rng = np.random.default_rng(3)
+  frames = rng.integers(0, 256, size=(2, 8, 12, 3), dtype=np.uint8)
+
+  def predict(x):  # [N, h, w, 3] -> [N, h, w], a function of the size too.
+    return x.mean(-1).astype(np.float32) / 255 + x.shape[1]
+
+  got = image.logits_at_scales(predict, frames, (0.5, 1.0, 0.25))
+  per_scale = [np.stack([_naive_bilinear(m, 8, 12)
+                         for m in predict(image.resize(frames, s))])
+               for s in (0.5, 1.0, 0.25)]
+  want = np.mean(per_scale, axis=0)
+  assert got.shape == (2, 8, 12)
+  np.testing.assert_allclose(got, want, atol=1e-4)
+  # The sizes' offsets (4, 8, 2) average to 14 / 3.
+  assert abs(got.mean() - (frames.mean() / 255 + 14 / 3)) < 0.05
+  # One scale is the single-scale path itself, bit for bit.
+  np.testing.assert_array_equal(
+      image.logits_at_scales(predict, frames, (0.5,)),
+      image.upsample(predict(image.resize(frames, 0.5)), 8, 12))

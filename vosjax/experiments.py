@@ -180,6 +180,13 @@ def _check_value(name, value, flag):
         or not 0 < value[0] <= value[1]):
       raise InputError(f"{flag}={value!r}: must be two numbers low, high "
                        f"with 0 < low <= high")
+  elif name == "scales":
+    low, high, _, _ = _RANGES["scale"]
+    if not isinstance(value, (list, tuple)) or not all(
+        _is_number(v) and low < v <= high for v in value):
+      raise InputError(f"{flag}={value!r}: must be resize factors, each "
+                       f"in {_interval(*_RANGES['scale'])} (empty: the "
+                       f"single `scale`)")
   elif name in _SEQUENCE_LISTS:
     if not isinstance(value, str):
       raise InputError(f"{flag}={value!r}: must be comma-separated sequence "
@@ -204,6 +211,7 @@ def validate_config(config, prefix="--config."):
   - real values in `_RANGES`: `eval.scale`, `inference.scale` and
     `finetune.scale` in (0, 4]; learning rates, weight decay and the triplet
     margin >= 0; momentum in [0, 1); ...; `scale_range` 0 < low <= high;
+    `inference.scales` resize factors each in (0, 4], or empty;
   - `inference.stride <= inference.tile` and `inference.clip_stride <=
     inference.clip_len` (a larger step never predicts what lies between);
   - `data.train_sequences` / `data.val_sequences`: empty (the whole split)

@@ -43,3 +43,24 @@ def upsample(maps, height, width):
     return maps
   return np.stack([cv2.resize(m, (width, height),
                               interpolation=cv2.INTER_LINEAR) for m in maps])
+
+
+def logits_at_scales(predict, frames, scales):
+  """Multi-scale testing: the mean over `scales` of `predict(frames resized
+  by scale)`, each upsampled bilinearly to the frames' size.
+
+  Args:
+    predict: uint8 `[N, h, w, 3]` -> float `[N, h, w]` logits.
+    frames: uint8 `[N, H, W, 3]`.
+    scales: one or more resize factors (one: `upsample(predict(resize))`,
+      the single-scale path, exactly).
+
+  Returns:
+    float `[N, H, W]`, averaged before any threshold.
+  """
+  height, width = frames.shape[1:3]
+  total = None
+  for scale in scales:
+    logits = upsample(predict(resize(frames, scale)), height, width)
+    total = logits if total is None else total + logits
+  return total if len(scales) == 1 else total / len(scales)

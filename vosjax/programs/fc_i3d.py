@@ -200,19 +200,21 @@ class FCI3DMethod:
   def _segmenter(self, variables_of):
     ic = self.config.inference
     apply_fn = _apply_fused(self.model)
+    scales = tuple(ic.get("scales", ())) or (ic.get("scale", 1.0),)
 
     def segment(seq):
-      frames = seq.frames()
-      height, width = frames.shape[1:3]
-      small = image.resize(frames, ic.get("scale", 1.0))
-      logits = inference.tiled_logits(
-          apply_fn, image.to_model_range(small),
-          params=variables_of(seq), tile=ic.tile, stride=ic.stride,
-          clip_len=ic.clip_len, clip_stride=ic.clip_stride,
-          batch_size=ic.batch_size)
+      def predict(frames):
+        logits = inference.tiled_logits(
+            apply_fn, image.to_model_range(frames),
+            params=variables_of(seq), tile=ic.tile, stride=ic.stride,
+            clip_len=ic.clip_len, clip_stride=ic.clip_stride,
+            batch_size=ic.batch_size)
+        return np.asarray(logits)[..., 0]
+
       # Bilinear upsampling of the logits to the original size, then the
-      # threshold (as OSVOS at a reduced scale).
-      logits = image.upsample(np.asarray(logits)[..., 0], height, width)
+      # threshold (as OSVOS at a reduced scale); several scales' logits are
+      # averaged first (multi-scale testing, not in the paper).
+      logits = image.logits_at_scales(predict, seq.frames(), scales)
       return inference.predict_masks(logits[..., None])
 
     return segment
