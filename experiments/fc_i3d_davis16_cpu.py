@@ -43,7 +43,9 @@ reason (2 CPU cores, DAVIS 2016 val):
     at 0.75 and predicting at 1.0 gave J&F 0.356 on all 20 (blackswan J
     0.637 -> 0.387), though 0.305 against 0.257 on the six sequences with
     the weakest F; nor overlapping 16-frame windows (stride 8: 0.256
-    against 0.257 on those six).
+    against 0.257 on those six). Multi-scale testing of these networks
+    (`--config.inference.scales=0.5,0.75`) gave 0.402, +0.012 at 3x the
+    prediction time: not the default.
 """
 
 from experiments import _davis
