@@ -121,6 +121,8 @@ def get_config():
   # each of these scales, upsampled, are averaged before the threshold, in
   # place of `scale` alone.
   config.inference.scales = ()
+  # Also predict each scale's mirror image and average (not in the paper).
+  config.inference.flip = False
   config.inference.tile = 224
   config.inference.stride = 100
   config.inference.clip_len = 16

@@ -118,6 +118,11 @@ def get_config():
   # Also predict with the parent network (the "parent" variant).
   config.inference.parent = True
   config.inference.scale = 1.0  # Whole 480x854 frames, as the release.
+  # Test-time augmentation (not in the release): when not empty, the logits
+  # at each of these scales, upsampled, are averaged before the threshold,
+  # in place of `scale` alone; `flip` adds each scale's mirror image.
+  config.inference.scales = ()
+  config.inference.flip = False
   config.inference.batch_size = 8
   config.inference.overlays = True
   return config

@@ -79,3 +79,29 @@ def test_logits_at_scales_averages_each_scale_upsampled():
   np.testing.assert_array_equal(
       image.logits_at_scales(predict, frames, (0.5,)),
       image.upsample(predict(image.resize(frames, 0.5)), 8, 12))
+
+
+def test_logits_at_scales_with_flip_averages_the_mirrored_view():
+  """Reference: each scale predicted on the frames and on their mirror image
+  (whose logits are mirrored back), upsampled by hand, then the mean over
+  all views; a predictor that is not mirror-symmetric shows the flip."""
+  rng = np.random.default_rng(5)
+  frames = rng.integers(0, 256, size=(2, 8, 12, 3), dtype=np.uint8)
+  ramp = np.linspace(0.0, 1.0, 12, dtype=np.float32)
+
+  def predict(x):  # Adds a left-to-right ramp: mirroring changes the result.
+    return (x[..., 0].astype(np.float32) / 255
+            + np.interp(np.linspace(0, 11, x.shape[2]), np.arange(12), ramp))
+
+  got = image.logits_at_scales(predict, frames, (0.5, 1.0), flip=True)
+  views = []
+  for s in (0.5, 1.0):
+    small = image.resize(frames, s)
+    views.append(predict(small))
+    views.append(predict(small[:, :, ::-1])[:, :, ::-1])
+  want = np.mean([np.stack([_naive_bilinear(m, 8, 12) for m in v])
+                  for v in views], axis=0)
+  np.testing.assert_allclose(got, want, atol=1e-4)
+  # At full scale the ramp and its mirror average to a constant 0.5.
+  full = image.logits_at_scales(predict, frames, (1.0,), flip=True)
+  np.testing.assert_allclose(full, frames[..., 0] / 255 + 0.5, atol=1e-6)

@@ -1,6 +1,7 @@
 """OSVOS program: the shared pipeline on tiny synthetic data, and the demo."""
 
 import json
+import types
 
 import jax
 import numpy as np
@@ -92,6 +93,35 @@ def test_configs_use_adam_for_the_torchvision_trunk():
   assert cpu.program == "osvos" and cpu.model.init == "imagenet"
   assert cpu.train.num_steps == 0 and cpu.finetune.optimizer == "adam"
   assert isinstance(osvos.build_model(cpu.model), osvos.OSVOS)
+
+
+def test_inference_scales_and_flip():
+  """Test-time augmentation in the segmenter. References: `scales=(1.0,
+  1.0)` is `scale=1.0` exactly (the mean of two equal logits); with `flip`
+  the masks of a mirrored video are the mirrored masks (the two views' sum
+  is the same in either order), which the random network alone is not. The
+  averaging is tested against a hand reference in tests/test_image.py."""
+  config = _tiny()
+  method = osvos_program.OSVOSMethod(config, "/unused")
+  variables = osvos.init_variables(method.model, config.model, (1, 32, 32, 3),
+                                   jax.random.key(0, impl="rbg"))
+  frames = np.random.default_rng(0).integers(0, 256, (4, 48, 64, 3),
+                                             dtype=np.uint8)
+
+  def masks(video, **inference):
+    config.inference.update(dict(scale=1.0, scales=(), flip=False))
+    config.inference.update(inference)
+    seq = types.SimpleNamespace(frames=lambda: video)
+    return method._segmenter(lambda _: variables)(seq)  # pylint: disable=protected-access
+
+  mirrored = np.ascontiguousarray(frames[:, :, ::-1])
+  plain = masks(frames)
+  assert plain.shape == (4, 48, 64)
+  np.testing.assert_array_equal(masks(frames, scale=0.5, scales=(1.0, 1.0)),
+                                plain)
+  assert not np.array_equal(masks(mirrored)[:, :, ::-1], plain)
+  np.testing.assert_array_equal(masks(mirrored, flip=True)[:, :, ::-1],
+                                masks(frames, flip=True))
 
 
 @pytest.mark.slow

@@ -45,22 +45,32 @@ def upsample(maps, height, width):
                               interpolation=cv2.INTER_LINEAR) for m in maps])
 
 
-def logits_at_scales(predict, frames, scales):
-  """Multi-scale testing: the mean over `scales` of `predict(frames resized
-  by scale)`, each upsampled bilinearly to the frames' size.
+def logits_at_scales(predict, frames, scales, flip=False):
+  """Test-time augmentation: the mean over `scales` (and, with `flip`, over
+  each scale's frames and their mirror image) of `predict(frames resized by
+  scale)`, each upsampled bilinearly to the frames' size.
 
   Args:
     predict: uint8 `[N, h, w, 3]` -> float `[N, h, w]` logits.
     frames: uint8 `[N, H, W, 3]`.
-    scales: one or more resize factors (one: `upsample(predict(resize))`,
-      the single-scale path, exactly).
+    scales: one or more resize factors (one without `flip`:
+      `upsample(predict(resize))`, the single-scale path, exactly).
+    flip: also predict the horizontally mirrored frames and mirror their
+      logits back before averaging.
 
   Returns:
     float `[N, H, W]`, averaged before any threshold.
   """
   height, width = frames.shape[1:3]
-  total = None
+  total, count = None, 0
   for scale in scales:
-    logits = upsample(predict(resize(frames, scale)), height, width)
-    total = logits if total is None else total + logits
-  return total if len(scales) == 1 else total / len(scales)
+    small = resize(frames, scale)
+    views = [predict(small)]
+    if flip:
+      mirrored = predict(np.ascontiguousarray(small[:, :, ::-1]))
+      views.append(np.ascontiguousarray(np.asarray(mirrored)[:, :, ::-1]))
+    for logits in views:
+      logits = upsample(logits, height, width)
+      total = logits if total is None else total + logits
+      count += 1
+  return total if count == 1 else total / count

@@ -213,8 +213,10 @@ class FCI3DMethod:
 
       # Bilinear upsampling of the logits to the original size, then the
       # threshold (as OSVOS at a reduced scale); several scales' logits are
-      # averaged first (multi-scale testing, not in the paper).
-      logits = image.logits_at_scales(predict, seq.frames(), scales)
+      # averaged first, as are mirrored views with `flip` (test-time
+      # augmentation, not in the paper).
+      logits = image.logits_at_scales(predict, seq.frames(), scales,
+                                      flip=ic.get("flip", False))
       return inference.predict_masks(logits[..., None])
 
     return segment

@@ -181,16 +181,19 @@ class OSVOSMethod:
   def _segmenter(self, variables_of):
     ic = self.config.inference
     apply_fn = _apply_fused(self.model)
+    scales = tuple(ic.get("scales", ())) or (ic.scale,)
 
     def segment(seq):
-      frames = seq.frames()
-      height, width = frames.shape[1:3]
-      small = image.to_model_range(image.resize(frames, ic.scale))
-      logits = inference.batched_apply(apply_fn, variables_of(seq), small,
-                                       batch_size=ic.batch_size)[..., 0]
-      # Bilinear upsampling of the logits, then the threshold: the masks
-      # are at the original 854x480 for the official evaluation.
-      logits = image.upsample(logits, height, width)
+      def predict(frames):
+        return inference.batched_apply(
+            apply_fn, variables_of(seq), image.to_model_range(frames),
+            batch_size=ic.batch_size)[..., 0]
+
+      # Bilinear upsampling of the logits to the original 854x480, then the
+      # threshold (the official evaluation's size); test-time scales and
+      # mirroring (not in the release) average the logits first.
+      logits = image.logits_at_scales(predict, seq.frames(), scales,
+                                      flip=ic.get("flip", False))
       return inference.predict_masks(logits[..., None])
 
     return segment
