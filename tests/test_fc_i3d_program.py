@@ -139,7 +139,8 @@ def test_learns_real_video_from_kinetics(davis_root):
       {"finetune.num_steps": 80, "finetune.learning_rate": 3e-4,
        "finetune.scale": 1.0, "finetune.num_frames": 8,
        "finetune.clips_per_sequence": 4, "train.crop_size": 96,
-       "inference.scale": 1.0, "inference.tile": 128,
+       "inference.scale": 1.0, "inference.scales": (),
+       "inference.flip": False, "inference.tile": 128,
        "inference.stride": 96, "inference.clip_len": 8,
        "inference.clip_stride": 8},
       propagate=True)
