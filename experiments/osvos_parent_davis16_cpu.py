@@ -4,8 +4,9 @@
 
 osvos_davis16_cpu with the paper's two stages (Caelles et al. 2017: a parent
 network trained on DAVIS train, then one-shot fine-tuning per sequence),
-each shortened for 2 cores. osvos_davis16_cpu itself stays parent-free, so that `segment_video --experiment osvos_davis16_cpu` needs no
-training run. On all 20 val sequences: J&F 0.651 (J 0.637, F 0.665) against
+each shortened for 2 cores. osvos_davis16_cpu itself stays parent-free,
+so that `segment_video --experiment osvos_davis16_cpu` needs no training
+run. On all 20 val sequences: J&F 0.651 (J 0.637, F 0.665) against
 0.594 without a parent (docs/RESULTS.md; clean checkout, 4,592 s on cores
 shared with other work; its idle-core time is not measured). Each change
 and its measured reason (2 CPU cores):
