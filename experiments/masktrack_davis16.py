@@ -121,5 +121,7 @@ def get_config():
   config.inference.feed = "binary"
   # Sequence lengths rounded up to a multiple of this: fewer compilations.
   config.inference.length_bucket = 16
+  # Also propagate with the offline network (the "offline" variant).
+  config.inference.offline = True
   config.inference.overlays = True
   return config

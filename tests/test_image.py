@@ -1,11 +1,12 @@
 """Tests of vosjax.image: the model range, resizing by a scale, upsampling,
-multi-scale logits.
+multi-scale logits and the config section that selects them.
 
 References: hand-computed values, and a naive bilinear interpolation with
 OpenCV's half-pixel-centre convention (pixel i covers [i, i + 1), its centre
 at i + 0.5).
 """
 
+import ml_collections
 import numpy as np
 
 from vosjax import image
@@ -105,3 +106,30 @@ def test_logits_at_scales_with_flip_averages_the_mirrored_view():
   # At full scale the ramp and its mirror average to a constant 0.5.
   full = image.logits_at_scales(predict, frames, (1.0,), flip=True)
   np.testing.assert_allclose(full, frames[..., 0] / 255 + 0.5, atol=1e-6)
+
+
+def test_augmented_logits_reads_scales_scale_and_flip_from_the_config():
+  """Reference: `logits_at_scales` called with the views spelled out."""
+  rng = np.random.default_rng(11)
+  frames = rng.integers(0, 256, size=(1, 8, 12, 3), dtype=np.uint8)
+  ramp = np.linspace(0.0, 1.0, 12, dtype=np.float32)
+
+  def predict(x):  # Size- and mirror-dependent, so each view differs.
+    return (x[..., 1].astype(np.float32) / 255 + x.shape[1]
+            + np.interp(np.linspace(0, 11, x.shape[2]), np.arange(12), ramp))
+
+  def got(**fields):
+    return image.augmented_logits(predict, frames,
+                                  ml_collections.ConfigDict(fields))
+
+  def want(scales, flip=False):
+    return image.logits_at_scales(predict, frames, scales, flip=flip)
+
+  np.testing.assert_array_equal(got(scale=0.5), want((0.5,)))
+  np.testing.assert_array_equal(got(scale=0.5, scales=()), want((0.5,)))
+  np.testing.assert_array_equal(got(), want((1.0,)))
+  np.testing.assert_array_equal(got(scale=0.5, scales=(1.0, 0.25)),
+                                want((1.0, 0.25)))
+  np.testing.assert_array_equal(got(scale=0.5, flip=True),
+                                want((0.5,), flip=True))
+  assert not np.array_equal(want((0.5,)), want((0.5,), flip=True))

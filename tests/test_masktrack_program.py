@@ -67,6 +67,18 @@ def test_tiny_pipeline_writes_the_shared_layout_and_resumes(tmp_path):
              .splitlines()) == 3
 
 
+def test_inference_offline_false_leaves_the_offline_variant_out(tmp_path):
+  config = _tiny()
+  config.finetune.enabled = False  # Variants are then built, not run.
+  method = masktrack_program.MaskTrackMethod(config, tmp_path)
+  assert [v.name for v in method.variants(data=None)] == ["offline"]
+  config.inference.offline = False
+  assert not list(method.variants(data=None))
+  config.inference.offline = True
+  config.train.num_steps = 0  # No offline network to propagate with.
+  assert not list(method.variants(data=None))
+
+
 def test_deformed_training_stream_is_deterministic():
   """The `prev` masks are a pure function of grain's per-element rng."""
   batch = {"ids": np.zeros((2, 1, 40, 40), np.uint8)}

@@ -74,3 +74,15 @@ def logits_at_scales(predict, frames, scales, flip=False):
       total = logits if total is None else total + logits
       count += 1
   return total if count == 1 else total / count
+
+
+def augmented_logits(predict, frames, inference_config):
+  """`logits_at_scales` with an `inference` config section's views.
+
+  `inference.scales` (a tuple; empty or absent: `(inference.scale,)`, scale
+  1.0 when that is absent too) and `inference.flip` (default False): the one
+  place where methods read their test-time augmentation.
+  """
+  ic = inference_config
+  scales = tuple(ic.get("scales", ())) or (ic.get("scale", 1.0),)
+  return logits_at_scales(predict, frames, scales, flip=ic.get("flip", False))

@@ -200,7 +200,6 @@ class FCI3DMethod:
   def _segmenter(self, variables_of):
     ic = self.config.inference
     apply_fn = _apply_fused(self.model)
-    scales = tuple(ic.get("scales", ())) or (ic.get("scale", 1.0),)
 
     def segment(seq):
       def predict(frames):
@@ -215,8 +214,7 @@ class FCI3DMethod:
       # threshold (as OSVOS at a reduced scale); several scales' logits are
       # averaged first, as are mirrored views with `flip` (test-time
       # augmentation, not in the paper).
-      logits = image.logits_at_scales(predict, seq.frames(), scales,
-                                      flip=ic.get("flip", False))
+      logits = image.augmented_logits(predict, seq.frames(), ic)
       return inference.predict_masks(logits[..., None])
 
     return segment

@@ -147,7 +147,8 @@ class MaskTrackMethod:
         seed=config.seed, evaluate_only=evaluate_only, tx=tx)
 
   def variants(self, data):
-    if pipeline.trains_parent(self.config):
+    if (self.config.inference.get("offline", True)
+        and pipeline.trains_parent(self.config)):
       yield pipeline.Variant("offline", self._segmenter(
           lambda seq: self.parent))
     if not self.config.finetune.enabled:

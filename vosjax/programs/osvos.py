@@ -181,7 +181,6 @@ class OSVOSMethod:
   def _segmenter(self, variables_of):
     ic = self.config.inference
     apply_fn = _apply_fused(self.model)
-    scales = tuple(ic.get("scales", ())) or (ic.scale,)
 
     def segment(seq):
       def predict(frames):
@@ -192,8 +191,7 @@ class OSVOSMethod:
       # Bilinear upsampling of the logits to the original 854x480, then the
       # threshold (the official evaluation's size); test-time scales and
       # mirroring (not in the release) average the logits first.
-      logits = image.logits_at_scales(predict, seq.frames(), scales,
-                                      flip=ic.get("flip", False))
+      logits = image.augmented_logits(predict, seq.frames(), ic)
       return inference.predict_masks(logits[..., None])
 
     return segment
