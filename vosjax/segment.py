@@ -429,7 +429,8 @@ class Processor:
     else:
       self.variables = method.parent
     self.resize = lambda x, **kw: image_lib.resize(x, ic.scale, **kw)
-    self.step_fn = jax.jit(masktrack.propagation_step(method.model))
+    self.step_fn = jax.jit(masktrack.propagation_step(
+        method.model, flip=bool(ic.get("flip", False))))
     first = self.resize(mask[None], nearest=True)[0]
     self.objects = object_ids(mask)
     self.prev = {k: (first == k).astype(np.float32) for k in self.objects}

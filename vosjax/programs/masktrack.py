@@ -219,7 +219,7 @@ class MaskTrackMethod:
 
   def _segmenter(self, variables_of, two_stream=False):
     ic = self.config.inference
-    step_fn = _step_fn(self.model, two_stream)
+    step_fn = _step_fn(self.model, two_stream, bool(ic.get("flip", False)))
 
     def segment(seq):
       frames = seq.frames()
@@ -262,19 +262,31 @@ def _online_loss(model):
 
 
 @functools.lru_cache(maxsize=None)
-def _step_fn(model, two_stream):
-  """The propagation step (hashable, one per model and mode)."""
+def _step_fn(model, two_stream, flip=False):
+  """The propagation step (hashable, one per model and mode).
+
+  With `flip` (test-time augmentation, not in the paper) each frame and its
+  input mask are also seen mirrored, in the same batch, and the mirrored
+  view's probabilities, mirrored back, are averaged with the plain view's.
+  """
 
   def prob(variables, frames, prev):
     return jax.nn.sigmoid(masktrack.apply_fused(model, variables, frames,
                                                 prev))
 
-  def step(variables, frame, prev):
+  def views(variables, frame, prev):
     if not two_stream:
       return prob(variables, frame, prev)
     # Sec. 3.3: the two streams' outputs averaged.
     return 0.5 * (prob(variables["rgb"], frame["rgb"], prev) +
                   prob(variables["flow"], frame["flow"], prev))
+
+  def step(variables, frame, prev):
+    if not flip:
+      return views(variables, frame, prev)
+    both = lambda x: jnp.concatenate([x, jnp.flip(x, axis=2)])
+    p = views(variables, jax.tree.map(both, frame), both(prev))
+    return 0.5 * (p[:1] + jnp.flip(p[1:], axis=2))
 
   return step
 
@@ -284,10 +296,11 @@ def run(config, workdir):
   return pipeline.run(config, workdir, MaskTrackMethod(config, workdir))
 
 
-def propagation_step(model, two_stream=False):
+def propagation_step(model, two_stream=False, flip=False):
   """The per-frame step `_segmenter` scans, for frame-by-frame use.
 
   `step(variables, frame [1, h, w, 3] uint8, prev [1, h, w] float32) -> prob
-  [1, h, w]` in [0, 1] (`vosjax.segment`'s streaming processor).
+  [1, h, w]` in [0, 1] (`vosjax.segment`'s streaming processor); `flip` as
+  `inference.flip`.
   """
-  return _step_fn(model, two_stream)
+  return _step_fn(model, two_stream, flip)
