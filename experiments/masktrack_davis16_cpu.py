@@ -11,7 +11,8 @@ frame, then propagated frame by frame. Each choice and its measured reason
     steps (2,523 s) left a network marking ~90% of every frame (J&F 0.052
     on all 20); straight from ImageNet, 200 online Adam steps give J&F 0.829
     on blackswan, cows, car-shadow (issue 28). An offline stage with Adam
-    is the `--config.train.num_steps=N` variant (docs/RESULTS.md).
+    is masktrack_offline_davis16_cpu (J&F 0.625 against this file's 0.563;
+    docs/RESULTS.md).
   * online: Adam at 1e-4 for 100 steps of 2 augmented 224x224 crops of the
     half-resolution first frame, with the release's per-group factors (200
     steps gave loss 0.217 -> 0.007 on those three at ~150 s a sequence;
