@@ -123,5 +123,8 @@ def get_config():
   config.inference.length_bucket = 16
   # Also propagate with the offline network (the "offline" variant).
   config.inference.offline = True
+  # Test-time augmentation (not in the paper): each step also sees the
+  # mirrored frame and input mask, the two probabilities averaged.
+  config.inference.flip = False
   config.inference.overlays = True
   return config
