@@ -274,7 +274,7 @@ def _step_fn(model, two_stream, flip=False):
     return jax.nn.sigmoid(masktrack.apply_fused(model, variables, frames,
                                                 prev))
 
-  def views(variables, frame, prev):
+  def streams(variables, frame, prev):
     if not two_stream:
       return prob(variables, frame, prev)
     # Sec. 3.3: the two streams' outputs averaged.
@@ -283,9 +283,9 @@ def _step_fn(model, two_stream, flip=False):
 
   def step(variables, frame, prev):
     if not flip:
-      return views(variables, frame, prev)
+      return streams(variables, frame, prev)
     both = lambda x: jnp.concatenate([x, jnp.flip(x, axis=2)])
-    p = views(variables, jax.tree.map(both, frame), both(prev))
+    p = streams(variables, jax.tree.map(both, frame), both(prev))
     return 0.5 * (p[:1] + jnp.flip(p[1:], axis=2))
 
   return step
