@@ -72,6 +72,7 @@ def test_one_shot_pool_and_keys_depend_on_the_sequence_name_only(tmp_path):
   either order.
   """
   config = _tiny()
+  config.train.num_steps = 0  # The random init is parent enough here.
   data = pipeline.prepare(config, tmp_path)
   method = osvos_program.OSVOSMethod(config, tmp_path)
   method.train(data, tmp_path)
