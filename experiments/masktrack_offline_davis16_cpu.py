@@ -41,6 +41,10 @@ Each change and its measured reason (2 CPU cores):
     for the offline stage.
   * `inference.offline = False`: the offline variant's propagation is left
     out (its figure is the calibration's above).
+  * propagation as masktrack_davis16_cpu's (binary feed, no mirror): on
+    the six, from this offline network, `inference.flip=True` gave 0.521
+    at twice the propagation's cost and `inference.feed="probability"`
+    0.520, against 0.524 (docs/RESULTS.md).
 """
 
 from experiments import masktrack_davis16_cpu
