@@ -3,14 +3,17 @@
 The old dreaming is `vosjax/augment/lucid.py` as first committed (8ff43cf:
 independent random-walk motion, Telea inpainting, hard paste), read from the
 git history into a private module; the new one is the library's. Both
-fine-tune the same parent checkpoint (a finished `fc_i3d_davis16_cpu` run) on
-the same sequences with the same config, seeds and number of clips, and are
-evaluated by the pipeline (official J and F at 854x480).
+fine-tune the same starting network on the same sequences with the same
+config, seeds and number of clips, and are evaluated by the pipeline
+(official J and F at 854x480). The starting network is Kinetics-400 I3D
+where the experiment trains no parent (`train.num_steps = 0`, as
+`fc_i3d_davis16_cpu`), else the parent checkpoint of a finished run of it:
 
   python benchmarks/lucid_oneshot_ablation.py \
-      --parent_run=/work/runs/fc_i3d_davis16_cpu/fc_i3d_davis16_cpu \
       --data_dir=../shared/data/DAVIS --out=/tmp/lucid_ablation \
       --sequences=blackswan,car-shadow,cows,dog,parkour --dreaming=old,new
+  python benchmarks/lucid_oneshot_ablation.py --experiment=EXP_WITH_PARENT \
+      --parent_run=/work/runs/EXP_WITH_PARENT ... (the same flags)
 
 Prints one row per dreaming (J&F, J, F, one-shot stage seconds) and writes
 each run's `summary.json` under `<out>/<dreaming>/`.
@@ -53,7 +56,8 @@ def old_lucid():
 
 
 class OneShotOnly(fc_i3d.FCI3DMethod):
-  """FC-I3D from a restored parent; only the `oneshot` variant."""
+  """FC-I3D from its starting network (a restored parent or Kinetics); only
+  the `oneshot` variant."""
 
   def variants(self, data):
     adapted = self.one_shot(data.val)
@@ -73,8 +77,9 @@ def dreaming(module):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--parent_run", required=True,
-                      help="a finished fc_i3d_davis16_cpu experiment folder")
+  parser.add_argument("--parent_run",
+                      help="a finished run's experiment folder (only where "
+                      "--experiment trains a parent)")
   parser.add_argument("--data_dir", required=True)
   parser.add_argument("--out", required=True)
   parser.add_argument("--sequences",
@@ -82,10 +87,12 @@ def main():
   parser.add_argument("--dreaming", default="old,new")
   parser.add_argument("--experiment", default="fc_i3d_davis16_cpu")
   args = parser.parse_args()
-  parent = pathlib.Path(args.parent_run) / "parent"
-  if not (parent / "checkpoints").is_dir():
-    sys.exit(f"lucid_oneshot_ablation: {parent}/checkpoints not found; run "
-             f"{args.experiment} first")
+  with_parent = pipeline.trains_parent(experiments.load_config(
+      args.experiment))
+  parent = pathlib.Path(args.parent_run or ".") / "parent"
+  if with_parent and not (parent / "checkpoints").is_dir():
+    sys.exit(f"lucid_oneshot_ablation: {parent}/checkpoints not found; "
+             f"--parent_run needs a finished {args.experiment} run")
   rows = {}
   for name in args.dreaming.split(","):
     module = {"old": old_lucid, "new": lambda: lucid}[name]()
@@ -95,8 +102,8 @@ def main():
     config.evaluate_only = True
     config.inference.overlays = False
     workdir = pathlib.Path(args.out) / name
-    if not (workdir / "parent").exists():
-      workdir.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if with_parent and not (workdir / "parent").exists():
       shutil.copytree(parent, workdir / "parent")
     with dreaming(module):
       summary = pipeline.run(config, workdir, OneShotOnly(config, workdir))
