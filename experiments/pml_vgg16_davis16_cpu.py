@@ -13,7 +13,13 @@ stride 8, `vosjax.models.vgg`), under the paper's embedding head (features
     its backward pass twice that, and 150 steps of training the I3D
     backbone with its head made retrieval worse than no training
     (`pml_davis16_cpu`, docs/RESULTS.md); the head alone trains from its
-    random start;
+    random start. The frozen trunk's features are not cached across
+    steps: each step embeds 6 crops of 160x160 (0.375 of an 854x480
+    frame), so the 300 steps see about 112 frames' worth of pixels, in
+    214 s on 2 idle cores (2.8 clips/s), where caching every frame of the
+    9 train sequences once (534 frames, about 2 s each at full
+    resolution) would cost about 1,070 s; caching pays from about 1,400
+    steps on, and would fix each crop's scale and context;
   * 300 Adam steps of 2 videos x 3 frames of 160x160 crops, learning rate
     1e-3 (our choice: a randomly initialised two-layer head with no
     pre-trained weights to protect; the paper gives no rate);
