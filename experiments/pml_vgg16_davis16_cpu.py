@@ -16,8 +16,8 @@ stride 8, `vosjax.models.vgg`), under the paper's embedding head (features
     random start. The frozen trunk's features are not cached across
     steps: each step embeds 6 crops of 160x160 (0.375 of an 854x480
     frame), so the 300 steps see about 112 frames' worth of pixels, in
-    214 s on 2 idle cores (2.8 clips/s), where caching every frame of the
-    9 train sequences once (534 frames, about 2 s each at full
+    220 s on 2 idle cores (the training stage), where caching every frame
+    of the 9 train sequences once (534 frames, about 2 s each at full
     resolution) would cost about 1,070 s; caching pays from about 1,400
     steps on, and would fix each crop's scale and context;
   * 300 Adam steps of 2 videos x 3 frames of 160x160 crops, learning rate
