@@ -29,10 +29,13 @@ stride 8, `vosjax.models.vgg`), under the paper's embedding head (features
     kite-surf, scooter-black), J&F of 1-NN transfer from frame 0 by the
     scale the frames are embedded at: 0.5 -> 0.303, 0.75 -> 0.359, 1.0 ->
     0.388 (thin and small objects span a few cells of the half-resolution
-    grid). The dense trunk costs about 2 s a frame at full
-    resolution on 2 cores (0.5 s at half), so the hour leaves no room for
-    a second, online variant: at half resolution online adaptation cost
-    0.107 J&F on all 20 (0.435 -> 0.328, docs/RESULTS.md), so the config
+    grid). On all 20 val sequences: J&F 0.516 at full resolution against
+    0.435 at half (docs/RESULTS.md), 54 min 51 s on 2 idle cores, the
+    dense trunk taking about 2.1 s a frame (0.5 s at half). That leaves
+    too little of the hour to be sure of a second, online variant (it
+    reuses the embeddings, adding its frame-by-frame retrieval, not
+    measured at full resolution), and at half resolution online
+    adaptation cost 0.107 J&F on all 20 (0.435 -> 0.328), so the config
     keeps the better setting. Measured at half resolution with that head
     (all 20: 0.429), none of them gaining: k-NN voting (k = 5: 0.502
     vs 0.500 with k = 1 on six sequences; k = 20: 0.466), the first frame's
