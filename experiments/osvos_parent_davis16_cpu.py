@@ -7,8 +7,9 @@ network trained on DAVIS train, then one-shot fine-tuning per sequence),
 each shortened for 2 cores. osvos_davis16_cpu itself stays parent-free,
 so that `segment_video --experiment osvos_davis16_cpu` needs no training
 run. On all 20 val sequences: J&F 0.651 (J 0.637, F 0.665) against
-0.594 without a parent (docs/RESULTS.md; clean checkout, 4,592 s on cores
-shared with other work; its idle-core time is not measured). Each change
+0.594 without a parent (docs/RESULTS.md; clean checkouts: 4,592 s on cores
+shared with other work, and the same figures in 54 min 14 s on 2 idle
+cores). Each change
 and its measured reason (2 CPU cores):
   * parent: 600 Adam steps at 1e-4 (osvos_davis16's derivation) of 4
     augmented 160x160 crops of the 9 train sequences, resized by 0.375-0.625
