@@ -35,7 +35,6 @@ first), every other output is written to a temporary name and renamed.
 
 import logging as std_logging
 import os
-import pathlib
 import sys
 
 from absl import app
@@ -47,6 +46,7 @@ from vosjax import distributed
 from vosjax import experiments
 from vosjax import interrupt
 from vosjax import workdir as workdir_lib
+from vosjax import xla_flags
 from vosjax.errors import InputError
 from vosjax.errors import RunError
 
@@ -111,35 +111,6 @@ flags.DEFINE_string(
     "Folder of JAX's persistent compilation cache, shared by all runs and "
     "workdirs (a later run loads the programs an earlier one compiled "
     "instead of compiling them again); empty turns it off.")
-
-
-def configure_compilation_cache(path):
-  """Turns on JAX's persistent compilation cache in `path` ('' = off).
-
-  Every program is cached, whatever its compile time or size: on CPU most
-  of a demo's compilations take well under JAX's default threshold of 1 s
-  (`jax_persistent_cache_min_compile_time_secs`), and -1 for
-  `jax_persistent_cache_min_entry_size_bytes` drops any size limit (option
-  names as in jax/_src/config.py, JAX 0.10). A folder that cannot be created
-  only costs the cache (a warning), never the run.
-
-  Returns:
-    The cache folder, or None when off.
-  """
-  import jax  # pylint: disable=g-import-not-at-top
-  if not path:
-    return None
-  path = pathlib.Path(path).expanduser().absolute()
-  try:
-    path.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    logging.warning("--compilation_cache=%s: %s; compiling without the "
-                    "cache", path, e.strerror or e)
-    return None
-  jax.config.update("jax_compilation_cache_dir", str(path))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-  return path
 
 
 def _usage_error(message):
@@ -268,7 +239,7 @@ def main(argv):
     _usage_error(e)
   if not distributed.is_writer():
     logging.set_verbosity(logging.WARNING)  # Logs come from process 0.
-  configure_compilation_cache(flags.FLAGS.compilation_cache)
+  xla_flags.configure_compilation_cache(flags.FLAGS.compilation_cache)
   try:
     lock = _claim_workdir(config, workdir, root, is_default)
     logging.info("experiment %s, workdir %s\n%s", flags.FLAGS.experiment,

@@ -20,17 +20,15 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="vosjax-test-cache-")
 atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 
-import jax  # pylint: disable=g-import-not-at-top
+from vosjax import xla_flags  # pylint: disable=g-import-not-at-top
 
-# JAX's persistent compilation cache, one folder per test process: tests
-# that build the same programs (a method's run and its segment_video API,
-# the same tiny model in several tests) load them instead of compiling
-# them again (tests/test_segment_video.py: 106 s -> 82 s). Every program
-# is cached, as run.py does (configure_compilation_cache).
-jax.config.update("jax_compilation_cache_dir",
-                  os.path.join(os.environ["XDG_CACHE_HOME"], "jax"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+# JAX's persistent compilation cache, one folder per test process, set as
+# run.py sets it: tests that build the same programs (a method's run and
+# its segment_video API, the same tiny model in several tests) load them
+# instead of compiling them again (tests/test_segment_video.py: 106 s ->
+# 82 s).
+xla_flags.configure_compilation_cache(
+    os.path.join(os.environ["XDG_CACHE_HOME"], "jax"))
 
 import pytest  # pylint: disable=g-import-not-at-top
 

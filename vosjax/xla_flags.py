@@ -35,12 +35,19 @@ past 24 GB with these, so run such configs with VOSJAX_MALLOC=system. glibc
 only; set VOSJAX_MALLOC=system, or any of
 glibc's own MALLOC_ARENA_MAX / MALLOC_MMAP_MAX_ / MALLOC_TRIM_THRESHOLD_ or
 a GLIBC_TUNABLES naming malloc, to leave malloc as it is.
+
+JAX's persistent compilation cache (`configure_compilation_cache`) is not
+applied on import: run.py turns it on in its --compilation_cache folder,
+the tests in a temporary one (tests/conftest.py).
 """
 
 import ctypes
 import ctypes.util
 import importlib.metadata
 import os
+import pathlib
+
+from absl import logging
 
 CPU_CONV_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 CPU_CONV_FLAG = f"--{CPU_CONV_OPTION}=-individual_convolution"
@@ -107,3 +114,32 @@ def apply_malloc_defaults(environ=os.environ, mallopt=None):
 
 # Before JAX starts its threads: a thread keeps the arena it first used.
 MALLOC_APPLIED = apply_malloc_defaults()
+
+
+def configure_compilation_cache(path):
+  """Turns on JAX's persistent compilation cache in `path` ('' = off).
+
+  Every program is cached, whatever its compile time or size: on CPU most
+  of a demo's compilations take well under JAX's default threshold of 1 s
+  (`jax_persistent_cache_min_compile_time_secs`), and -1 for
+  `jax_persistent_cache_min_entry_size_bytes` drops any size limit (option
+  names as in jax/_src/config.py, JAX 0.10). A folder that cannot be created
+  only costs the cache (a warning), never the run.
+
+  Returns:
+    The cache folder, or None when off.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  if not path:
+    return None
+  path = pathlib.Path(path).expanduser().absolute()
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    logging.warning("--compilation_cache=%s: %s; compiling without the "
+                    "cache", path, e.strerror or e)
+    return None
+  jax.config.update("jax_compilation_cache_dir", str(path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+  return path
