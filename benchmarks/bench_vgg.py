@@ -29,8 +29,9 @@ the check that both compute the same thing.
 --layers HxWxB times every conv layer alone (conv + bias + ReLU on its own
 input shape): forward, and forward + backward (input, kernel and bias
 gradients; the input gradient dropped for conv1_1 as in the network),
-vosjax's `vgg.conv3x3` against XLA's own gradient of the same expression
-and against PyTorch: where the time goes.
+vosjax's `vgg.conv3x3` (Winograd where `vosjax.models.winograd.applies`)
+against XLA's own convolution and gradient of the same expression ('fwd
+xla', 'bwd xla') and against PyTorch: where the time goes.
 
 Each vosjax case is jitted and compiled ahead of time (compile time
 reported); one warm-up call per case is excluded; min / median / max are
@@ -279,6 +280,7 @@ def _layers(case, torch, rng, compiled, alternate, add_row):
       plain = lambda x, k, b, r=rate: jax.nn.relu(vgg._conv(x, k, r) + b)  # pylint: disable=protected-access
       mine = lambda x, k, b, r=rate: vgg.conv3x3(x, k, b, r)
       fns = {"fwd": mine,
+             "fwd xla": plain,
              "bwd vosjax": jax.grad(lambda *a: jnp.sum(mine(*a) ** 2),
                                     argnums),
              "bwd xla": jax.grad(lambda *a: jnp.sum(plain(*a) ** 2),

@@ -8,6 +8,7 @@ import pytest
 
 from vosjax.models import pretrained
 from vosjax.models import vgg
+from vosjax.models import winograd
 
 # torchvision's ImageNet statistics, restated here as the oracle for
 # vgg.normalize (torchvision.transforms.Normalize values of VGG16_Weights).
@@ -254,21 +255,26 @@ def test_dense_trunk_full_size_and_imagenet_tree():
     jax.eval_shape(vgg.VGG16(output_stride=4).init, jax.random.key(0), x)
 
 
-@pytest.mark.parametrize("rate,relu", [(1, True), (2, True), (1, False)])
-def test_conv3x3_gradient_equals_xla_autodiff(monkeypatch, rate, relu):
-  """vgg.conv3x3's CPU gradient (im2col kernel gradient, in row chunks)
-  against XLA's own autodiff of the same expression.
+@pytest.mark.parametrize("rate,relu,cin,cout", [
+    (1, True, 5, 7), (2, True, 5, 7), (1, False, 5, 7),
+    (1, True, 128, 16)])  # Winograd's forward and gradients.
+def test_conv3x3_gradient_equals_xla_autodiff(monkeypatch, rate, relu, cin,
+                                              cout):
+  """vgg.conv3x3's CPU forward and gradient (im2col kernel gradient, in row
+  chunks; Winograd where `winograd.applies`) against XLA's own autodiff of
+  the same expression.
 
   Reference: jax.vjp of relu(lax.conv_general_dilated(...) + bias), which
   XLA differentiates with its own convolution transpose rules. The chunk
   budget is shrunk so that the kernel gradient runs in several row chunks.
   """
-  monkeypatch.setattr(vgg, "_IM2COL_BYTES", 9 * 5 * 2 * 11 * 4 * 3)  # 3 rows
+  monkeypatch.setattr(vgg, "_IM2COL_BYTES", 9 * cin * 2 * 11 * 4 * 3)  # 3 rows
   rng = np.random.default_rng(7)
-  x = jnp.asarray(rng.normal(size=(2, 9, 11, 5)), jnp.float32)
-  k = jnp.asarray(rng.normal(size=(3, 3, 5, 7)), jnp.float32)
-  b = jnp.asarray(rng.normal(size=(7,)), jnp.float32)
-  g = jnp.asarray(rng.normal(size=(2, 9, 11, 7)), jnp.float32)
+  x = jnp.asarray(rng.normal(size=(2, 9, 11, cin)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(3, 3, cin, cout)), jnp.float32)
+  b = jnp.asarray(rng.normal(size=(cout,)), jnp.float32)
+  g = jnp.asarray(rng.normal(size=(2, 9, 11, cout)), jnp.float32)
+  assert winograd.applies(x, k, rate) == (cin >= 128)
 
   def plain(x, k, b):
     y = jax.lax.conv_general_dilated(
@@ -279,7 +285,8 @@ def test_conv3x3_gradient_equals_xla_autodiff(monkeypatch, rate, relu):
   mine = lambda x, k, b: vgg.conv3x3(x, k, b, rate, relu)
   y, vjp = jax.vjp(jax.jit(mine), x, k, b)
   y_ref, vjp_ref = jax.vjp(plain, x, k, b)
-  np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-6,
+                             atol=1e-6 * float(jnp.abs(y_ref).max()))
   for got, want in zip(jax.jit(vjp)(g), vjp_ref(g)):
     np.testing.assert_allclose(got, want, rtol=1e-5,
                                atol=1e-5 * float(jnp.abs(want).max()))

@@ -1,0 +1,152 @@
+"""Winograd F(2x2, 3x3): a 3x3 SAME convolution in 2.25x fewer products.
+
+Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR
+2016, Sec. 4: each 2x2 block of outputs is computed from the 4x4 input tile
+under it as Y = A^T [(G g G^T) . (B^T d B)] A, with
+
+    B^T = [[1,  0, -1,  0],     G = [[1,    0,   0],    A^T = [[1, 1,  1,  0],
+           [0,  1,  1,  0],          [1/2,  1/2, 1/2],         [0, 1, -1, -1]]
+           [0, -1,  1,  0],          [1/2, -1/2, 1/2],
+           [0,  1,  0, -1]]          [0,    0,   1]]
+
+(cross-correlation, as deep-learning convolutions are). Summed over input
+channels, the elementwise product of each of the 16 tile positions becomes
+one matrix product [tiles, Cin] x [Cin, Cout]: 16 products of K = Cin
+instead of one of K = 9 Cin, 36 / 16 = 2.25x fewer multiplications, at the
+price of transforms that read and write each activation a few times.
+
+Why it is here (issue #30): XLA:CPU runs convolutions on Eigen's spatial
+kernels, which reach 60-75% of what PyTorch's oneDNN does on VGG16's 3x3
+layers. `python benchmarks/bench_vgg.py --cases 224x224x1 --layers
+224x224x1` on 2 idle cores (2026-12-07), one layer's conv + bias + ReLU,
+forward and all gradients, median of 5, in ms:
+
+    layer                        before   Winograd   PyTorch
+    conv2_2 112x112x128->128       68        57         58
+    conv3_2  56x56x256->256        65        42         58
+    conv4_2  28x28x512->512        69        43         55
+    conv5_1  14x14x512->512        26        18         17
+
+("before": Eigen's convolutions and the im2col kernel gradient of
+`vosjax.models.vgg.kernel_grad`, commit d4d9c56). Timed alone (each jitted,
+median of 7): forward only, 56x56x256->256 20.7 -> 11.8 ms; 224x224x64->64
+21.4 -> 27.3 ms, where the transforms' memory traffic outweighs the saved
+products; OSVOS's side preparations (Cin -> 16), forward and gradients,
+112x112x128 20.6 -> 15.6 ms; 112x112x64->128 no faster (35.1 vs 35.5).
+So `applies` keeps it to float32 convolutions with at least MIN_CHANNELS
+input channels and no dilation; everything else stays XLA's. Its input
+gradient (`conv3x3_transpose`) and kernel gradient (`kernel_grad`) use the
+same tiles. Measured and not kept: conv1_2's kernel gradient alone ran
+at 62.9 ms as Winograd against 127.8 ms as `vgg.kernel_grad`'s im2col
+product, but inside the trunk's gradient step it made the step slower
+(224x224: 0.536 against 0.456-0.504 s; 240x427: 1.169 against 0.913 s). Accuracy: relative to the largest output, 1e-6 in float32 (the
+transforms only add, subtract and halve); bfloat16 is left to XLA.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Fewer input channels than this and the transforms' memory traffic
+# outweighs the saved products (64 -> 64 above).
+MIN_CHANNELS = 128
+
+
+def applies(x, kernel, rate):
+  """Whether `conv3x3(x, kernel)` is the faster way for this convolution."""
+  return (rate == 1 and x.dtype == jnp.float32
+          and kernel.dtype == jnp.float32
+          and kernel.shape[2] >= MIN_CHANNELS)
+
+
+def _input_rows(d):
+  """B^T applied along the first index of the 4 tile rows (or columns) d."""
+  return [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
+
+
+def _kernel_rows(g):
+  """G applied along the first index of the 3 kernel rows (or columns) g."""
+  return [g[0], 0.5 * (g[0] + g[1] + g[2]), 0.5 * (g[0] - g[1] + g[2]), g[2]]
+
+
+def _output_rows(m):
+  """A^T applied along the first index of the 4 product rows (or columns)."""
+  return [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
+
+
+def kernel_transform(kernel):
+  """`[3, 3, Cin, Cout]` -> `[16, Cin, Cout]`: G g G^T, positions row-major."""
+  rows = _kernel_rows([kernel[0], kernel[1], kernel[2]])  # 4 x [3, Cin, Cout]
+  return jnp.stack([u for r in rows for u in _kernel_rows([r[0], r[1], r[2]])])
+
+
+def conv3x3(x, kernel):
+  """The 3x3 SAME (padding 1), stride-1 cross-correlation of x with kernel.
+
+  The same function as `lax.conv_general_dilated(x, kernel, (1, 1),
+  ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))`, computed
+  with F(2x2, 3x3) tiles (module docstring).
+
+  Args:
+    x: `[B, H, W, Cin]`, any H, W >= 1 (odd sizes are padded to whole tiles
+      and cropped back).
+    kernel: `[3, 3, Cin, Cout]` (HWIO).
+
+  Returns:
+    `[B, H, W, Cout]` in x's dtype.
+  """
+  return _tiled(x, kernel_transform(kernel), "pti,pio->pto")
+
+
+def conv3x3_transpose(dy, kernel):
+  """The input gradient of `conv3x3(x, kernel)` for output gradient dy.
+
+  That is the SAME cross-correlation of dy `[B, H, W, Cout]` with the kernel
+  rotated by 180 degrees and its channel axes swapped, `[B, H, W, Cin]`.
+  Both are read off `kernel_transform(kernel)` instead of transforming a
+  rotated, transposed copy (which XLA:CPU fused into the product at 4-8x
+  its cost): G times a reversed kernel row (g2, g1, g0) is G g with its
+  first and last entries exchanged, so the rotated kernel's 16 positions
+  are the kernel's permuted by `_ROTATED`, and the product contracts over
+  Cout.
+  """
+  u = kernel_transform(kernel)[np.array(_ROTATED)]
+  return _tiled(dy, u, "pto,pio->pti")
+
+
+def kernel_grad(x, dy):
+  """d(sum(conv3x3(x, k) * dy)) / dk, `[3, 3, Cin, Cout]`.
+
+  The chain rule through `conv3x3`'s tiles: the products become [Cin, T] x
+  [T, Cout] per position (K = H W / 4 tiles, against im2col's K = 9 H W
+  rows for all positions at once, 2.25x fewer multiplications), then G^T
+  . G back to 3x3.
+  """
+  kernel = jnp.zeros((3, 3, x.shape[-1], dy.shape[-1]), x.dtype)
+  return jax.vjp(lambda k: conv3x3(x, k), kernel)[1](dy)[0]
+
+
+# G (g2, g1, g0) = (G g)[3, 1, 2, 0] along each axis of a 4x4 position.
+_FLIP = (3, 1, 2, 0)
+_ROTATED = tuple(4 * _FLIP[p] + _FLIP[q] for p in range(4) for q in range(4))
+
+
+def _tiled(x, u, product):
+  """F(2x2, 3x3) of x `[B, H, W, C]` with the 16 transformed kernel
+  positions u, `product` the einsum of the tiles [16, T, C] with u."""
+  b, h, w, cin = x.shape
+  th, tw = -(-h // 2), -(-w // 2)  # Output tiles.
+  # SAME padding of 1, plus what completes the last tile: tile (i, j) reads
+  # padded rows 2i .. 2i + 3 and columns 2j .. 2j + 3.
+  xp = jnp.pad(x, ((0, 0), (1, 2 * th + 1 - h), (1, 2 * tw + 1 - w), (0, 0)))
+  # d[a][c]: every tile's input at tile offset (a, c), [B, th, tw, C].
+  d = [[xp[:, a:a + 2 * th:2, c:c + 2 * tw:2] for c in range(4)]
+       for a in range(4)]
+  by_column = [_input_rows([d[a][c] for a in range(4)]) for c in range(4)]
+  v = jnp.stack([q for p in range(4)
+                 for q in _input_rows([by_column[c][p] for c in range(4)])])
+  v = v.reshape(16, b * th * tw, cin)
+  m = jnp.einsum(product, v, u).reshape(4, 4, b, th, tw, -1)
+  s = _output_rows(m)  # A^T along the tile rows: 2 x [4, B, th, tw, C'].
+  y = jnp.stack([jnp.stack(_output_rows(si), axis=3) for si in s], axis=2)
+  return y.reshape(b, 2 * th, 2 * tw, -1)[:, :h, :w]
