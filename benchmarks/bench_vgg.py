@@ -12,7 +12,8 @@ Cases (`HxWxB`, `dense:` for the stride-8 trunk PML uses,
 * `grad step`: the gradient of sum(conv5_3 ** 2) with respect to every
   parameter (issue #30's training figure).
 * `osvos step` (224x224x1, unless --skip_osvos): one OSVOS parent training
-  step as the program runs it (`vosjax.programs.osvos.segmentation_loss`,
+  step as the program runs it (`train.jit_train_step`, state donated;
+  `vosjax.programs.osvos.segmentation_loss`,
   deep supervision, the per-group SGD) on the same image, against the
   trunk's grad step: 'osvos / trunk' is issue #30's "at most 1.15x".
 
@@ -224,6 +225,7 @@ def _osvos_vs_trunk(x, trunk_grad, trunk_params, compiled, alternate,
   import jax.numpy as jnp
   import ml_collections
   import numpy as np
+  from vosjax import sharding
   from vosjax import train
   from vosjax.models import osvos
   from vosjax.programs import osvos as osvos_program
@@ -243,9 +245,20 @@ def _osvos_vs_trunk(x, trunk_grad, trunk_params, compiled, alternate,
                        > 0.5, jnp.float32)
   batch = {"frames": x, "labels": labels}
   key = jax.random.key(0, impl="rbg")
-  step_c, step_s = compiled(step, state, batch, key)
+  # As the programs run it (`train.jit_train_step`): the state donated, each
+  # step's state the next one's input.
+  t0 = time.perf_counter()
+  step_c = train.jit_train_step(step, sharding.make_mesh(), state).lower(
+      state, batch, key).compile()
+  step_s = time.perf_counter() - t0
+  current = [state]
+
+  def osvos_step():
+    current[0], metrics = step_c(current[0], batch, key)
+    jax.block_until_ready(metrics)
+
   times = alternate({
-      "osvos": lambda: jax.block_until_ready(step_c(state, batch, key)),
+      "osvos": osvos_step,
       "trunk": lambda: jax.block_until_ready(trunk_grad(trunk_params, x))})
   add_row("osvos step", label, "vosjax", step_s, times["osvos"],
           "parent step: loss, gradients, SGD update")

@@ -39,6 +39,9 @@ Each change and its measured reason (2 CPU cores):
   * online: 50 steps instead of 100 (mean loss of the six 0.0175 -> 0.0060;
     online-only needed 100 steps to reach 0.0135 from 0.132), which pays
     for the offline stage.
+    Other online crops on the six (docs/RESULTS.md): 2 x 160x160 for 100
+    steps 0.434, the whole 240x427 frame, one a step, 0.456; the 2 x
+    224x224 crops are kept.
   * `inference.offline = False`: the offline variant's propagation is left
     out (its figure is the calibration's above).
   * propagation as masktrack_davis16_cpu's (binary feed, no mirror): on

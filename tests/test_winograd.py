@@ -46,7 +46,7 @@ def test_input_and_kernel_gradients_equal_xla_autodiff(shape):
   x, k, g = _inputs(shape, 7)
   dx_ref, dk_ref = jax.vjp(_reference, x, k)[1](g)
   _close(jax.jit(winograd.conv3x3_transpose)(g, k), dx_ref)
-  _close(jax.jit(winograd.kernel_grad)(x, g), dk_ref)
+  _close(jax.jit(winograd.kernel_grad)(x, g, k), dk_ref)
 
 
 def test_kernel_transform_by_hand():
@@ -70,3 +70,32 @@ def test_applies_only_where_measured_faster():
   assert winograd.applies(x, f32(3, 3, 128, 16), 1)  # OSVOS side prep.
   bf16 = jnp.zeros((1, 8, 8, 128), jnp.bfloat16)
   assert not winograd.applies(bf16, k.astype(jnp.bfloat16), 1)
+
+
+def test_vgg_conv_gradient_under_shard_map_with_per_device_kernels():
+  """The fine-tuning programs differentiate vgg.conv3x3 inside shard_map,
+  each device holding its own sequences' parameters (varying over the
+  mesh axis); the custom gradient must carry that type (it once returned
+  a kernel gradient that did not, and jax refused it).
+
+  Reference: the same gradient outside shard_map (XLA's autodiff).
+  """
+  from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  from vosjax import sharding  # pylint: disable=g-import-not-at-top
+  from vosjax.models import vgg  # pylint: disable=g-import-not-at-top
+  mesh = sharding.make_mesh()
+  n = mesh.size
+  x, k, _ = _inputs((n, 5, 6, 128), 16)
+  ks = jnp.stack([k] * n)  # [devices, 3, 3, 128, 16]
+
+  bs = jnp.zeros((n, 16))
+
+  def loss(k, b, x):
+    return jnp.sum(vgg.conv3x3(x, k, b, relu=False) ** 2)
+
+  per_device = jax.jit(jax.shard_map(
+      lambda ks, bs, x: jax.grad(loss)(ks[0], bs[0], x)[None], mesh=mesh,
+      in_specs=(P("data"), P("data"), P("data")), out_specs=P("data")))
+  want = jnp.stack([jax.grad(lambda k: jnp.sum(_reference(x[i:i + 1], k)
+                                               ** 2))(k) for i in range(n)])
+  _close(per_device(ks, bs, x), want)

@@ -172,7 +172,7 @@ def _conv_cpu_bwd(rate, relu, residuals, g):
   # own transpose rule computes exactly this convolution).
   if winograd.applies(x, kernel, rate):
     dx = winograd.conv3x3_transpose(dy, kernel)
-    dk = winograd.kernel_grad(x, dy)
+    dk = winograd.kernel_grad(x, dy, kernel)
   else:
     dx = _conv(dy, jnp.flip(kernel, (0, 1)).swapaxes(2, 3), rate)
     dk = kernel_grad(x, dy, rate)

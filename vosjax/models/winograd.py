@@ -114,15 +114,17 @@ def conv3x3_transpose(dy, kernel):
   return _tiled(dy, u, "pto,pio->pti")
 
 
-def kernel_grad(x, dy):
-  """d(sum(conv3x3(x, k) * dy)) / dk, `[3, 3, Cin, Cout]`.
+def kernel_grad(x, dy, kernel):
+  """d(sum(conv3x3(x, k) * dy)) / dk at k = kernel, `[3, 3, Cin, Cout]`.
 
   The chain rule through `conv3x3`'s tiles: the products become [Cin, T] x
   [T, Cout] per position (K = H W / 4 tiles, against im2col's K = 9 H W
   rows for all positions at once, 2.25x fewer multiplications), then G^T
-  . G back to 3x3.
+  . G back to 3x3. The convolution is linear in k, so kernel's values do
+  not matter; its type does: under `shard_map` a per-device kernel varies
+  over the mesh axes, and its gradient must too (a fresh zeros kernel
+  does not, and a custom_vjp rule returning it is refused).
   """
-  kernel = jnp.zeros((3, 3, x.shape[-1], dy.shape[-1]), x.dtype)
   return jax.vjp(lambda k: conv3x3(x, k), kernel)[1](dy)[0]
 
 
