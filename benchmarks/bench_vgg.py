@@ -234,7 +234,10 @@ def _osvos_vs_trunk(x, trunk_grad, trunk_params, compiled, alternate,
       width_multiplier=1.0, side_features=16, compute_dtype="float32")))
   variables = jax.tree.map(np.asarray,
                            jax.jit(model.init)(jax.random.key(0), x))
-  params = dict(variables["params"], vgg=trunk_params)
+  # A copy of the trunk's weights: the step donates (deletes) its input's.
+  params = dict(variables["params"],
+                vgg=jax.tree.map(lambda a: jnp.array(a, copy=True),
+                                 trunk_params))
   tx, _ = osvos_program.make_optimizer(
       {"learning_rate": 1e-3, "momentum": 0.9, "weight_decay": 2e-4},
       params, "parent")
