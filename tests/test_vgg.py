@@ -285,8 +285,10 @@ def test_conv3x3_gradient_equals_xla_autodiff(monkeypatch, rate, relu, cin,
   mine = lambda x, k, b: vgg.conv3x3(x, k, b, rate, relu)
   y, vjp = jax.vjp(jax.jit(mine), x, k, b)
   y_ref, vjp_ref = jax.vjp(plain, x, k, b)
-  np.testing.assert_allclose(y, y_ref, rtol=1e-6,
-                             atol=1e-6 * float(jnp.abs(y_ref).max()))
+  # Winograd's float32 error scales with the output (tests/test_winograd.py);
+  # the direct convolution keeps the absolute bound.
+  atol = 1e-6 * (float(jnp.abs(y_ref).max()) if cin >= 128 else 1.0)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=atol)
   for got, want in zip(jax.jit(vjp)(g), vjp_ref(g)):
     np.testing.assert_allclose(got, want, rtol=1e-5,
                                atol=1e-5 * float(jnp.abs(want).max()))

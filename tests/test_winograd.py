@@ -87,7 +87,6 @@ def test_vgg_conv_gradient_under_shard_map_with_per_device_kernels():
   n = mesh.size
   x, k, _ = _inputs((n, 5, 6, 128), 16)
   ks = jnp.stack([k] * n)  # [devices, 3, 3, 128, 16]
-
   bs = jnp.zeros((n, 16))
 
   def loss(k, b, x):

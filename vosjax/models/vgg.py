@@ -34,8 +34,9 @@ custom gradient on CPU. Convolutions of float32 with at least 128 input
 channels (conv2_2 onwards, OSVOS's side preparations) run as Winograd
 F(2x2, 3x3), forward, input and kernel gradients
 (`vosjax.models.winograd`: 2.25x fewer products than Eigen's direct
-convolution; the trunk's gradient step at 224x224 0.647 -> 0.456 s, PyTorch
-0.499 s). The rest: XLA:CPU computes a 3x3 kernel gradient as a
+convolution; on 2 idle cores the trunk's gradient step at 224x224 went
+from 1.26x PyTorch's time to a median of 0.96x over eleven runs, 0.91-1.05x;
+README). The rest: XLA:CPU computes a 3x3 kernel gradient as a
 convolution whose window is the whole image, which Eigen runs at 15-20
 GFLOP per CPU-second for VGG's early layers (conv1_2's took 240 ms, 4-5x its
 forward); here it is one matrix product of the channel-major im2col of the

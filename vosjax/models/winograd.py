@@ -36,11 +36,14 @@ products; OSVOS's side preparations (Cin -> 16), forward and gradients,
 So `applies` keeps it to float32 convolutions with at least MIN_CHANNELS
 input channels and no dilation; everything else stays XLA's. Its input
 gradient (`conv3x3_transpose`) and kernel gradient (`kernel_grad`) use the
-same tiles. Measured and not kept: conv1_2's kernel gradient alone ran
-at 62.9 ms as Winograd against 127.8 ms as `vgg.kernel_grad`'s im2col
-product, but inside the trunk's gradient step it made the step slower
-(224x224: 0.536 against 0.456-0.504 s; 240x427: 1.169 against 0.913 s). Accuracy: relative to the largest output, 1e-6 in float32 (the
+same tiles. Measured and not kept: conv1_2's kernel gradient as Winograd
+(timed alone 62.9 against 127.8 ms for `vgg.kernel_grad`'s im2col product
+once, 55.0 against 54.4 ms in a second timing; inside the trunk's gradient
+step slower: 224x224 0.536 against 0.456-0.504 s, 240x427 1.169 against
+0.913 s). Accuracy: relative to the largest output, 1e-6 in float32 (the
 transforms only add, subtract and halve); bfloat16 is left to XLA.
+The kernel gradient transforms x again rather than keeping the forward's
+tiles (4x the layer's input) as a residual for every layer.
 """
 
 import jax
