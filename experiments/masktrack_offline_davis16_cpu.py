@@ -48,6 +48,16 @@ Each change and its measured reason (2 CPU cores):
     the six, from this offline network, `inference.flip=True` gave 0.521
     at twice the propagation's cost and `inference.feed="probability"`
     0.520, against 0.524 (docs/RESULTS.md).
+  * threshold 0.5 and the class-balanced online loss: the balanced loss
+    biases the network towards foreground (its 0.5 is an unweighted
+    probability near the pool's |Y+|/|Y|), and the loop feeds the bias on
+    (bmx-trees's mask 2x the object's area by frame 5). On the six
+    (benchmarks/masktrack_propagation_ablation.py): threshold 0.731 gave
+    0.557, 0.881 0.513, the full prior correction (1 - |Y+|/|Y|) 0.435,
+    plain BCE online 0.539 (0.566 at threshold 0.269); each gains the
+    thin objects and loses the growing ones (parkour, scooter-black) by
+    as much, within one sequence's spread under other augmentation
+    streams, so 0.5 and the balanced loss are kept.
 """
 
 from experiments import masktrack_davis16_cpu
