@@ -60,7 +60,8 @@ def kinetics_sample_dir():
 # suite, 2026-12-07), started first: the two workers take files in this
 # order (`--no-loadscope-reorder`, pytest.ini), so the long ones do not
 # start last and leave one core idle at the end (xdist's own order, by
-# number of tests, put them there: 675 s -> 606 s for the suite).
+# number of tests, put them there; the suite took 675 s before, 606, 611
+# and 650 s in three runs after, this VM's speed drifting by 10%).
 LONGEST_FIRST = (
     "test_fc_i3d_program.py",  # ~160 s: real video, CI-sized parent.
     "test_masktrack_program.py",  # ~130 s
