@@ -30,6 +30,20 @@ from vosjax import pipeline
 from vosjax.programs import fc_i3d
 
 
+def evaluate_variant(name, overrides, segment, data, out):
+  """Predicts and evaluates one variant; prints its row and per-sequence CSV.
+
+  Shared by the inference ablations (this one, masktrack_propagation_...).
+  """
+  r = pipeline.predict_and_evaluate(pipeline.Variant(name, segment), data,
+                                    out / "predictions")
+  print(f"{name} {json.dumps(overrides)}: J&F {r['J&F-Mean']:.3f} "
+        f"J {r['J-Mean']:.3f} F {r['F-Mean']:.3f} "
+        f"s/frame {r['seconds_per_frame']:.3f}", flush=True)
+  print((out / "predictions" / name /
+         "per-sequence_results-val.csv").read_text(), flush=True)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--experiment", default="fc_i3d_davis16_cpu")
@@ -60,13 +74,7 @@ def main():
                              for k, v in overrides.items()})
     segment = method._segmenter(  # pylint: disable=protected-access
         lambda seq: adapted[seq.name])
-    variant = pipeline.Variant(name, segment)
-    r = pipeline.predict_and_evaluate(variant, data, out / "predictions")
-    print(f"{name} {json.dumps(overrides)}: J&F {r['J&F-Mean']:.3f} "
-          f"J {r['J-Mean']:.3f} F {r['F-Mean']:.3f} "
-          f"s/frame {r['seconds_per_frame']:.3f}", flush=True)
-    print((out / "predictions" / name /
-           "per-sequence_results-val.csv").read_text(), flush=True)
+    evaluate_variant(name, overrides, segment, data, out)
 
 
 if __name__ == "__main__":

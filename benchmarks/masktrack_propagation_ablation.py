@@ -42,8 +42,10 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 # pylint: disable=g-import-not-at-top
+import fc_i3d_inference_ablation
 from vosjax import davis_io
 from vosjax import experiments
 from vosjax import image
@@ -143,13 +145,7 @@ def main():
                           seq.first_mask)
       return masks
 
-    r = pipeline.predict_and_evaluate(pipeline.Variant(name, segment), data,
-                                      out / "predictions")
-    print(f"{name} {json.dumps(v)}: J&F {r['J&F-Mean']:.3f} "
-          f"J {r['J-Mean']:.3f} F {r['F-Mean']:.3f} "
-          f"s/frame {r['seconds_per_frame']:.3f}", flush=True)
-    print((out / "predictions" / name /
-           "per-sequence_results-val.csv").read_text(), flush=True)
+    fc_i3d_inference_ablation.evaluate_variant(name, v, segment, data, out)
 
 
 if __name__ == "__main__":
