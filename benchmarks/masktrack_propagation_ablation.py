@@ -20,7 +20,9 @@ to the next frame, where the network's probability exceeds t; default 0.5;
 correction of the class-balanced loss, which weights positives by |Y-|/|Y|
 and negatives by |Y+|/|Y|, so its probability 0.5 is the unweighted
 |Y+|/|Y|), {"dilate": r} (the fed mask dilated by a disk of radius r, as
-the training input masks are) or both. `--online_loss=bce` fine-tunes with
+the training input masks are), {"warp": true} (the fed mask moved to the
+next frame along its backward DIS flow before the step), or several.
+`--online_loss=bce` fine-tunes with
 the plain, unweighted BCE instead of the class-balanced one (an ablation,
 not a config option: the loss is swapped for the online stage only).
 `--finetune` overrides `finetune.*` (JSON). DAVIS 2016 (one object a
@@ -36,6 +38,7 @@ import sys
 import time
 from unittest import mock
 
+import cv2
 import jax
 from jax import lax
 import jax.numpy as jnp
@@ -68,16 +71,40 @@ def plain_bce(logits, labels, mask=None):
   return -jnp.mean(jnp.sum(ll * valid, axes) / total)
 
 
-def variant_step(model, dilate):
+def backward_flows(frames):
+  """`[T, H, W, 2]` float32 (dx, dy): DIS flow from frame t to frame t - 1."""
+  gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+  dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+  return np.stack([np.zeros(gray[0].shape + (2,), np.float32)] +
+                  [dis.calc(gray[t], gray[t - 1], None)
+                   for t in range(1, len(gray))])
+
+
+def warp(mask, flow):
+  """`[1, H, W]` `mask` of frame t - 1 sampled at x + flow(x) (bilinear)."""
+  h, w = mask.shape[1:]
+  ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32),
+                        jnp.arange(w, dtype=jnp.float32), indexing="ij")
+  coords = [ys + flow[0, ..., 1], xs + flow[0, ..., 0]]
+  return jax.scipy.ndimage.map_coordinates(mask[0], coords, order=1,
+                                           mode="nearest")[None]
+
+
+def variant_step(model, dilate, warped=False):
   """`step(variables, frame, prev)`; variables = {"net", "shift"}.
 
   The network's logit is shifted by -shift (threshold sigmoid(shift)), so
   the scan's binary feed and the output's 0.5 threshold both sit at it.
+  With `warped`, `frame` is {"rgb", "flow"} and the fed mask is first moved
+  to frame t along the backward flow (Perazzi et al. 2017, Sec. 3.3).
   """
   base = masktrack_program.propagation_step(model)
   kernel = jnp.asarray(mask_deform.disk(dilate), jnp.float32)[..., None, None]
 
   def step(variables, frame, prev):
+    if warped:
+      prev = (warp(prev, frame["flow"]) > 0.5).astype(jnp.float32)
+      frame = frame["rgb"]
     if dilate:
       prev = lax.conv_general_dilated(
           prev[..., None], kernel, (1, 1), "SAME",
@@ -126,7 +153,8 @@ def main():
         f"{time.time() - start:.0f} s", flush=True)
   ic = config.inference
   for name, v in json.loads(args.variants).items():
-    step = variant_step(method.model, int(v.get("dilate", 0)))
+    step = variant_step(method.model, int(v.get("dilate", 0)),
+                        bool(v.get("warp", False)))
 
     def segment(seq, threshold=v.get("threshold", 0.5), step=step):
       if threshold == "balance":
@@ -136,9 +164,12 @@ def main():
       frames = seq.frames()
       height, width = frames.shape[1:3]
       first = image.resize(seq.first_mask[None], ic.scale, nearest=True)[0]
+      small = image.resize(frames, ic.scale)
+      inputs = ({"rgb": small, "flow": backward_flows(small)}
+                if v.get("warp") else small)
       probs = propagation.propagate_padded(
           step, {"net": adapted[seq.name], "shift": jnp.float32(shift)},
-          image.resize(frames, ic.scale), (first == 1).astype(np.float32),
+          inputs, (first == 1).astype(np.float32),
           feed=ic.feed, bucket=ic.length_bucket)
       masks = (image.upsample(probs, height, width) > 0.5).astype(np.uint8)
       masks[0] = np.where(seq.first_mask == davis_io.VOID_LABEL, 0,

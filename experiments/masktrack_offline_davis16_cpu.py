@@ -47,7 +47,8 @@ Each change and its measured reason (2 CPU cores):
   * propagation as masktrack_davis16_cpu's (binary feed, no mirror): on
     the six, from this offline network, `inference.flip=True` gave 0.521
     at twice the propagation's cost and `inference.feed="probability"`
-    0.520, against 0.524 (docs/RESULTS.md).
+    0.520, and the fed mask warped along DIS flow to the next frame 0.521,
+    against 0.524 (docs/RESULTS.md).
   * threshold 0.5 and the class-balanced online loss: the balanced loss
     biases the network towards foreground (its 0.5 is an unweighted
     probability near the pool's |Y+|/|Y|), and the loop feeds the bias on
