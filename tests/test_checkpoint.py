@@ -295,7 +295,7 @@ def test_an_abstract_template_is_placed_here_not_where_it_was_saved(tmp_path):
   (Orbax's default, which fails with "Topology mismatch" where the saving
   run's devices do not exist: a model trained on 8 devices read on 1)."""
   devices = jax.devices()[1:3]
-  assert len(devices) == 2, "the suite runs with 8 host devices"
+  assert len(devices) == 2, "the suite runs with 4 host devices"
   mesh = jax.sharding.Mesh(devices, ("data",))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   state = jax.device_put(tt._init_state(), replicated)

@@ -47,7 +47,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")  # IPython's coloured tracebacks.
 def _kernel_env(scratch):
   """The test's environment as a Colab CPU runtime sees it: one CPU device.
 
-  tests/conftest.py forces 8 host devices for the suite; the notebooks are
+  tests/conftest.py forces 4 host devices for the suite; the notebooks are
   meant for Colab's runtimes, so the flag is dropped for their kernel.
   """
   env = dict(os.environ)
