@@ -30,6 +30,20 @@ from vosjax import pipeline
 from vosjax.programs import fc_i3d
 
 
+def ablation_config(args):
+  """`args.experiment`'s config with the ablations' shared flags applied
+  (--data_dir, --sequences, --finetune JSON overrides of finetune.*).
+
+  Shared by the inference ablations (this one, masktrack_propagation_...).
+  """
+  config = experiments.load_config(args.experiment)
+  config.data_dir = args.data_dir
+  config.data.val_sequences = args.sequences
+  for key, value in json.loads(args.finetune).items():
+    config.finetune[key] = value
+  return config
+
+
 def evaluate_variant(name, overrides, segment, data, out):
   """Predicts and evaluates one variant; prints its row and per-sequence CSV.
 
@@ -54,11 +68,7 @@ def main():
   parser.add_argument("--variants", default='{"config": {}}')
   parser.add_argument("--finetune", default="{}")
   args = parser.parse_args()
-  config = experiments.load_config(args.experiment)
-  config.data_dir = args.data_dir
-  config.data.val_sequences = args.sequences
-  for key, value in json.loads(args.finetune).items():
-    config.finetune[key] = value
+  config = ablation_config(args)
   out = pathlib.Path(args.out)
   data = pipeline.prepare(config, out, need_train=False)
   method = fc_i3d.FCI3DMethod(config, out)

@@ -50,7 +50,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 # pylint: disable=g-import-not-at-top
 import fc_i3d_inference_ablation
 from vosjax import davis_io
-from vosjax import experiments
 from vosjax import image
 from vosjax import losses
 from vosjax import pipeline
@@ -129,11 +128,7 @@ def main():
   parser.add_argument("--online_loss", default="balanced",
                       choices=("balanced", "bce"))
   args = parser.parse_args()
-  config = experiments.load_config(args.experiment)
-  config.data_dir = args.data_dir
-  config.data.val_sequences = args.sequences
-  for key, value in json.loads(args.finetune).items():
-    config.finetune[key] = value
+  config = fc_i3d_inference_ablation.ablation_config(args)
   out = pathlib.Path(args.out)
   parent = pathlib.Path(args.workdir) / "parent"
   if not (parent / "checkpoints").is_dir():
