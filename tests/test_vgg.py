@@ -294,6 +294,28 @@ def test_conv3x3_gradient_equals_xla_autodiff(monkeypatch, rate, relu, cin,
                                atol=1e-5 * float(jnp.abs(want).max()))
 
 
+def test_conv3x3_narrow_equals_xla_convolution():
+  """vgg.conv3x3_narrow (one product with the nine taps, shifted sums) and
+  its gradients against lax.conv_general_dilated's SAME 3x3 conv + bias and
+  XLA's autodiff of it. An odd 5 x 7 image puts taps on every border."""
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(2, 5, 7, 6)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(3, 3, 6, 2)), jnp.float32)
+  b = jnp.asarray(rng.normal(size=(2,)), jnp.float32)
+  g = jnp.asarray(rng.normal(size=(2, 5, 7, 2)), jnp.float32)
+
+  def plain(x, k, b):
+    return jax.lax.conv_general_dilated(
+        x, k, (1, 1), "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC")) + b
+
+  y, vjp = jax.vjp(jax.jit(vgg.conv3x3_narrow), x, k, b)
+  y_ref, vjp_ref = jax.vjp(plain, x, k, b)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  for got, want in zip(vjp(g), vjp_ref(g)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("window,stride,ceil_mode",
                          [(2, 2, True), (2, 2, False), (3, 1, True)])
 def test_max_pool_routes_gradients_like_select_and_scatter(window, stride,

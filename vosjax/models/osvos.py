@@ -19,11 +19,18 @@ fuse kernels N(0, 0.001^2), zero biases; upsampling kernels bilinear and
 frozen (learning rate 0 in train_parent.py and train_online.py), which is
 `learn_upsampling=False` here: no parameters at all.
 
-Mixed precision (`dtype` bfloat16, `config.model.compute_dtype`): the trunk,
-side_prep and score_dsn convs and the feature upsampling run in `dtype`; the
-1-channel scores are cast to float32 before their upsampling and the
-upsampled side features before the fuse, which runs in float32, so every
-logit a loss sees is float32. Parameters stay float32.
+Computation (fixed upsampling): side_prep has no ReLU, so each side logit
+and each tap's share of the fuse are linear in prep_t; both come from one
+3x3 conv of endpoint_t to 2 channels whose kernel is side_prep's times the
+1x1 weights (vgg.conv3x3_narrow), the same sums reassociated, and the fuse
+is applied before the upsampling (they commute). feat_t stays an endpoint,
+computed only when used.
+
+Mixed precision (`dtype` bfloat16, `config.model.compute_dtype`): the trunk
+and the side features (side_prep and their upsampling) run in `dtype`; the
+side logits and the fuse are computed in float32 from the endpoints (from
+the upsampled side features with learned upsampling), so every logit a loss
+sees is float32. Parameters stay float32.
 
 Deviation: OSVOS-PyTorch feeds Caffe-style BGR minus the mean (104.00699,
 116.66877, 122.67892) (dataloaders/davis_2016.py) to Caffe VGG weights; here
@@ -86,35 +93,43 @@ class OSVOS(nn.Module):
     _, h, w, _ = x.shape
     _, endpoints = vgg.VGG16(self.width_multiplier, dtype=self.dtype,
                              name="vgg")(x, train=train)
-    conv = dict(dtype=self.dtype, param_dtype=jnp.float32,
-                kernel_init=SIDE_INIT)
-    fuse = _Fuse(len(TAPS) * self.side_features, name="fuse")
+    fuse = _Pointwise(len(TAPS) * self.side_features, name="fuse")
     features, sides, fused = [], [], None
     for t, tap in enumerate(TAPS):
       stride = vgg.ENDPOINT_STRIDES[tap]
-      # vgg.Conv3x3: nn.Conv's parameters, the trunk's fast CPU gradient.
-      prep = vgg.Conv3x3(self.side_features, relu=False, dtype=self.dtype,
-                         kernel_init=SIDE_INIT,
-                         name=f"side_prep_{tap}")(endpoints[tap])
-      score = nn.Conv(1, (1, 1), **conv, name=f"score_dsn_{tap}")(prep)
-      score = score.astype(jnp.float32)
+      prep_layer = _SidePrep(endpoints[tap].shape[-1], self.side_features,
+                             dtype=self.dtype, name=f"side_prep_{tap}")
+      score_layer = _Pointwise(self.side_features, name=f"score_dsn_{tap}")
       up = dict(stride=stride, learnable=self.learn_upsampling,
                 edge_mode=self.edge_mode)
       # The trunk's ceil-mode pools give ceil(H / s) rows: the upsampled map
       # is at least H tall and starts on the input grid (crop the end only).
       upscale = upsample.BilinearUpsample2D(**up, name=f"upscale_{tap}")
+      upscale_score = upsample.BilinearUpsample2D(
+          **up, name=f"upscale_score_{tap}")
+      prep = prep_layer(endpoints[tap])
+      # An endpoint (and the learned fuse's input); XLA drops it when unused.
       features.append(upscale(prep)[:, :h, :w].astype(jnp.float32))
-      sides.append(upsample.BilinearUpsample2D(
-          **up, name=f"upscale_score_{tap}")(score)[:, :h, :w])
       if self.learn_upsampling:
-        continue  # A learned kernel mixes channels: fuse the features below.
-      # The fixed upsampling is linear and channel-wise, so it commutes with
-      # the fuse's 1x1 weights: fuse(concat_t Up(prep_t)) = sum_t Up(prep_t
-      # w_t) + b. Weighting first upsamples 1 channel per tap instead of 16
-      # (a VGG16 OSVOS step at 224x224 spent ~0.3 s of one core in the
-      # side branches, most of it upsampling and its gradient); the
-      # upsampled features stay an endpoint (XLA drops them when unused).
-      part = upscale(fuse.weigh(prep.astype(jnp.float32), t))[:, :h, :w]
+        # A learned kernel mixes channels: fuse the features below.
+        sides.append(upscale_score(score_layer(prep))[:, :h, :w])
+        continue
+      # side_prep has no ReLU, so the score and this tap's share of the fuse
+      # (fixed upsampling is linear and channel-wise, so it commutes with the
+      # fuse's 1x1 weights: fuse(concat_t Up(prep_t)) = sum_t Up(prep_t w_t)
+      # + b) are both linear in prep: one 3x3 conv to those 2 channels
+      # with side_prep's kernel times their 1x1 weights, the same sums
+      # reassociated. A VGG16 OSVOS step at 224x224 spent 45 ms of 2 cores
+      # in the four Cin -> 16 side convs, forward and gradients, and 11 ms
+      # this way; upsampling 1 channel instead of 16 saved ~0.3 s of one
+      # core before that.
+      weights = jnp.concatenate(
+          [score_layer.weights(), fuse.weights()[
+              t * self.side_features:(t + 1) * self.side_features]], axis=1)
+      bias = jnp.concatenate([score_layer.bias_value(), jnp.zeros((1,))])
+      both = prep_layer.project(endpoints[tap], weights, bias)
+      sides.append(upscale_score(both[..., :1])[:, :h, :w])
+      part = upscale(both[..., 1:])[:, :h, :w]
       fused = part if fused is None else fused + part
     if fused is None:
       fused = fuse(jnp.concatenate(features, axis=-1))
@@ -125,11 +140,43 @@ class OSVOS(nn.Module):
     return fused, endpoints
 
 
-class _Fuse(nn.Module):
-  """OSVOS's `fuse`: a 1x1 conv of the concatenated side features to one
-  logit, float32; the parameters of `nn.Conv(1, (1, 1))` ("kernel" `[1, 1,
-  C, 1]` with SIDE_INIT, "bias" `[1]` zeros), applied whole (`__call__`)
-  or one tap's block of channels at a time (`weigh`, then `bias_value`)."""
+class _SidePrep(nn.Module):
+  """OSVOS's `side_prep`: a 3x3 conv of a trunk endpoint (`in_features`
+  channels) to `features` channels, no ReLU, with `vgg.Conv3x3`'s
+  parameters ("kernel" `[3, 3, in_features, features]` float32 with
+  SIDE_INIT, "bias" zeros). `__call__` computes it in `dtype`; `project`
+  computes it followed by a 1x1 projection, in float32, as one narrow conv
+  (`vgg.conv3x3_narrow`)."""
+  in_features: int
+  features: int
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.kernel = self.param(
+        "kernel", SIDE_INIT, (3, 3, self.in_features, self.features),
+        jnp.float32)
+    self.bias = self.param("bias", nn.initializers.zeros_init(),
+                           (self.features,), jnp.float32)
+
+  def __call__(self, x):
+    return vgg.conv3x3(x.astype(self.dtype), self.kernel.astype(self.dtype),
+                       self.bias.astype(self.dtype), relu=False)
+
+  def project(self, x, weights, bias):
+    """`[B, H, W, N]` float32: `__call__(x) @ weights + bias` for `weights`
+    `[features, N]` and `bias` `[N]`, as one 3x3 conv to N channels."""
+    return vgg.conv3x3_narrow(
+        x.astype(jnp.float32),
+        jnp.einsum("abif,fn->abin", self.kernel, weights),
+        self.bias @ weights + bias)
+
+
+class _Pointwise(nn.Module):
+  """A 1x1 conv to one logit, float32, with the parameters of `nn.Conv(1,
+  (1, 1))` ("kernel" `[1, 1, C, 1]` with SIDE_INIT, "bias" `[1]` zeros):
+  OSVOS's `score_dsn` (C = side_features) and `fuse` (C = 4 side_features).
+  Applied whole (`__call__`) or read (`weights`, `bias_value`) to fold into
+  the side_prep conv before it."""
   in_features: int
 
   def setup(self):
@@ -141,11 +188,9 @@ class _Fuse(nn.Module):
   def __call__(self, x):
     return jnp.einsum("bhwc,co->bhwo", x, self.kernel[0, 0]) + self.bias
 
-  def weigh(self, x, tap):
-    """The fuse's weights of tap `tap`'s channels applied to x (no bias)."""
-    c = x.shape[-1]
-    return jnp.einsum("bhwc,co->bhwo", x,
-                      self.kernel[0, 0, tap * c:(tap + 1) * c])
+  def weights(self):
+    """`[C, 1]` the kernel as a matrix."""
+    return self.kernel[0, 0]
 
   def bias_value(self):
     return self.bias
