@@ -24,7 +24,10 @@ frame, then propagated frame by frame. Each choice and its measured reason
     to 854x480 before the threshold: predicting OSVOS at 0.5 instead of
     0.25 raised J&F on the same three sequences from 0.615 to 0.860
     (osvos_davis16_cpu), mostly through F.
-  * no flow stream: its fine-tuning would double the online stage.
+  * no flow stream: its fine-tuning doubles the online stage, and on six
+    calibration sequences from masktrack_offline_davis16_cpu's offline
+    network the two streams gave J&F 0.495 against 0.524 with RGB alone
+    (docs/RESULTS.md).
 The first-frame masks given to the method are the originals.
 """
 

@@ -36,6 +36,9 @@ Each change and its measured reason (2 CPU cores):
     point of the online stage it gains on all six sequences.
     1,200 offline steps instead (1,933 s): offline alone 0.414, but
     offline + 50 online 0.518 on the six, so 600 steps are kept.
+  * the online pool half lucid-dreamed (pairs of dreamed frames, the
+    fed mask from the earlier one; LucidTracker's data) gave 0.392 on the
+    six against 0.524 (docs/RESULTS.md); the first-frame pool is kept.
   * online: 50 steps instead of 100 (mean loss of the six 0.0175 -> 0.0060;
     online-only needed 100 steps to reach 0.0135 from 0.132), which pays
     for the offline stage.
