@@ -215,7 +215,7 @@ def conv3x3_narrow(x, kernel, bias):
     bias: `[Cout]`.
 
   Returns:
-    `[B, H, W, Cout]` in x's dtype.
+    `[B, H, W, Cout]`, the dtype of x, kernel and bias promoted together.
   """
   _, h, w, cin = x.shape
   cout = kernel.shape[-1]
