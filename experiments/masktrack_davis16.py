@@ -126,5 +126,8 @@ def get_config():
   # Test-time augmentation (not in the paper): each step also sees the
   # mirrored frame and input mask, the two probabilities averaged.
   config.inference.flip = False
+  # Not in the paper: > 0 lets a mask grow at most this factor a frame
+  # (vosjax.propagation.cap_area_growth); 0 is the paper's plain loop.
+  config.inference.area_cap = 0.0
   config.inference.overlays = True
   return config

@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 FEEDS = ("binary", "probability")
+# The thresholds `cap_area_growth` chooses from (0.5: the plain one).
+GROWTH_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
 
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=("feed",))
@@ -73,3 +75,39 @@ def propagate_padded(step_fn, variables, frames, first_mask, *, feed="binary",
   frames = jax.tree.map(lambda x: np.asarray(x)[index], frames)
   probs = propagate(step_fn, variables, frames, first_mask, feed=feed)
   return np.asarray(jax.device_get(probs))[:num]
+
+
+def cap_area_growth(prob, prev, cap):
+  """A frame's probabilities shifted so its mask grows at most `cap`-fold.
+
+  The mask is `prob > t` for the lowest t of `GROWTH_THRESHOLDS` whose mask
+  covers at most `cap` times the fed mask's area `|prev > 0.5|` (the
+  highest t when none does; t = 0.5 when the fed mask is empty, so a lost
+  object can come back). Shrinking is free. The result is `prob` with its
+  logit shifted by -logit(t), so thresholding it at 0.5, as the scan's
+  binary feed and the programs do, gives exactly that mask.
+
+  Not in MaskTrack (Perazzi et al. 2017): a prior that an object's area
+  changes by at most a factor `cap` from one frame to the next, against
+  the loop's failure mode of masks that spread into similar background
+  and feed the spread on (docs/RESULTS.md, MaskTrack: 1.1 on the six
+  calibration sequences).
+
+  Args:
+    prob: `[1, H, W]` foreground probabilities in [0, 1].
+    prev: `[1, H, W]` the fed mask (or probabilities) in [0, 1].
+    cap: the largest area ratio allowed, > 0.
+
+  Returns:
+    `[1, H, W]` float32 in [0, 1].
+  """
+  thresholds = jnp.asarray(GROWTH_THRESHOLDS, jnp.float32)
+  shifts = jnp.log(thresholds) - jnp.log1p(-thresholds)
+  p = jnp.clip(prob.astype(jnp.float32), 1e-7, 1 - 1e-7)
+  logit = jnp.log(p) - jnp.log1p(-p)
+  areas = jnp.sum(logit[None] > shifts[:, None, None, None], (1, 2, 3))
+  prev_area = jnp.sum(prev > 0.5)
+  ok = areas <= cap * prev_area
+  pick = jnp.where(jnp.any(ok), jnp.argmax(ok), len(GROWTH_THRESHOLDS) - 1)
+  shift = jnp.where(prev_area > 0, shifts[pick], 0.0)
+  return jax.nn.sigmoid(logit - shift)

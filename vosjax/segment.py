@@ -430,7 +430,8 @@ class Processor:
       self.variables = method.parent
     self.resize = lambda x, **kw: image_lib.resize(x, ic.scale, **kw)
     self.step_fn = jax.jit(masktrack.propagation_step(
-        method.model, flip=bool(ic.get("flip", False))))
+        method.model, flip=bool(ic.get("flip", False)),
+        area_cap=float(ic.get("area_cap", 0.0))))
     first = self.resize(mask[None], nearest=True)[0]
     self.objects = object_ids(mask)
     self.prev = {k: (first == k).astype(np.float32) for k in self.objects}

@@ -44,6 +44,20 @@ step slower: 224x224 0.536 against 0.456-0.504 s, 240x427 1.169 against
 transforms only add, subtract and halve); bfloat16 is left to XLA.
 The kernel gradient transforms x again rather than keeping the forward's
 tiles (4x the layer's input) as a residual for every layer.
+
+Measured and not kept (2026-12-08): F(4x4, 3x3) (the paper's 6x6 tiles,
+points 0, +-1, +-2, infinity; 4x fewer products, 2.25x the input in
+transformed tiles instead of 4x). Timed alone per layer, forward / input
+gradient / kernel gradient in ms, it was faster from 56x56 up (224x224x64
+->64: 25.8 / 20.0 / 44.0 against XLA's 24.8 / 24.3 / 49.6; 112x112x128:
+13.3 / 18.6 / 30.8 against F(2x2)'s 17.0 / 22.1 / 33.2; 56x56x256: 12.2 /
+11.3 / 19.4 against 14.2 / 14.9 / 23.1) and slower at 28x28 and below
+(49 tiles make its 36 products too short). Used for stages 1-3 of the
+trunk, the 224x224 gradient step measured 0.571 and 0.599 s against 0.588
+and 0.512 s without it (bench_vgg, runs alternated with the unchanged
+code, PyTorch 0.517-0.553 s), i.e. no gain within this VM's spread, while
+it compiled in 27-32 s instead of 9-11 s and moved conv1_1's kernel
+gradient from 1.8e-6 to 5.2e-4 (max relative) of PyTorch's.
 """
 
 import jax

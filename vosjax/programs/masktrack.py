@@ -219,7 +219,8 @@ class MaskTrackMethod:
 
   def _segmenter(self, variables_of, two_stream=False):
     ic = self.config.inference
-    step_fn = _step_fn(self.model, two_stream, bool(ic.get("flip", False)))
+    step_fn = _step_fn(self.model, two_stream, bool(ic.get("flip", False)),
+                       float(ic.get("area_cap", 0.0)))
 
     def segment(seq):
       frames = seq.frames()
@@ -262,12 +263,14 @@ def _online_loss(model):
 
 
 @functools.lru_cache(maxsize=None)
-def _step_fn(model, two_stream, flip=False):
+def _step_fn(model, two_stream, flip=False, area_cap=0.0):
   """The propagation step (hashable, one per model and mode).
 
   With `flip` (test-time augmentation, not in the paper) each frame and its
   input mask are also seen mirrored, in the same batch, and the mirrored
   view's probabilities, mirrored back, are averaged with the plain view's.
+  With `area_cap` > 0 (`inference.area_cap`, not in the paper) the mask
+  may grow at most that factor a frame (`propagation.cap_area_growth`).
   """
 
   def prob(variables, frames, prev):
@@ -281,12 +284,16 @@ def _step_fn(model, two_stream, flip=False):
     return 0.5 * (prob(variables["rgb"], frame["rgb"], prev) +
                   prob(variables["flow"], frame["flow"], prev))
 
-  def step(variables, frame, prev):
+  def views(variables, frame, prev):
     if not flip:
       return streams(variables, frame, prev)
     both = lambda x: jnp.concatenate([x, jnp.flip(x, axis=2)])
     p = streams(variables, jax.tree.map(both, frame), both(prev))
     return 0.5 * (p[:1] + jnp.flip(p[1:], axis=2))
+
+  def step(variables, frame, prev):
+    p = views(variables, frame, prev)
+    return propagation.cap_area_growth(p, prev, area_cap) if area_cap else p
 
   return step
 
@@ -296,11 +303,11 @@ def run(config, workdir):
   return pipeline.run(config, workdir, MaskTrackMethod(config, workdir))
 
 
-def propagation_step(model, two_stream=False, flip=False):
+def propagation_step(model, two_stream=False, flip=False, area_cap=0.0):
   """The per-frame step `_segmenter` scans, for frame-by-frame use.
 
   `step(variables, frame [1, h, w, 3] uint8, prev [1, h, w] float32) -> prob
-  [1, h, w]` in [0, 1] (`vosjax.segment`'s streaming processor); `flip` as
-  `inference.flip`.
+  [1, h, w]` in [0, 1] (`vosjax.segment`'s streaming processor); `flip` and
+  `area_cap` as `inference.flip` and `inference.area_cap`.
   """
-  return _step_fn(model, two_stream, flip)
+  return _step_fn(model, two_stream, flip, float(area_cap))
