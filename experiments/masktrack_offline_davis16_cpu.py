@@ -57,6 +57,26 @@ Each change and its measured reason (2 CPU cores):
     at twice the propagation's cost and `inference.feed="probability"`
     0.520, and the fed mask warped along DIS flow to the next frame 0.521,
     against 0.524 (docs/RESULTS.md).
+  * `inference.area_cap = 1.1` (not in the paper): each propagated mask
+    may cover at most 1.1x the fed mask's pixels; above that its threshold
+    is raised (0.6, 0.7, ..., 0.99) until it fits (vosjax.propagation.
+    cap_area_growth). On the six, from this offline network and one online
+    stage (benchmarks/masktrack_propagation_ablation.py, 2026-12-08), J&F:
+
+      | sequence | no cap | 1.05 | 1.1 | 1.2 |
+      |---|---|---|---|---|
+      | mean (6) | 0.524 | 0.425 | 0.615 | 0.573 |
+      | bmx-trees | 0.177 | 0.367 | 0.525 | 0.444 |
+      | kite-surf | 0.402 | 0.542 | 0.549 | 0.421 |
+      | scooter-black | 0.543 | 0.262 | 0.545 | 0.544 |
+      | parkour | 0.710 | 0.187 | 0.717 | 0.713 |
+      | drift-straight | 0.469 | 0.347 | 0.513 | 0.475 |
+      | car-shadow | 0.842 | 0.842 | 0.842 | 0.842 |
+
+    The first loop-side change that gains on the objects that spread into
+    background (bmx-trees, kite-surf) without losing the ones that move
+    or deform; at 1.05 those are starved (a legitimately growing mask is
+    cut back every frame, and a cut mask only shrinks further).
   * threshold 0.5 and the class-balanced online loss: the balanced loss
     biases the network towards foreground (its 0.5 is an unweighted
     probability near the pool's |Y+|/|Y|), and the loop feeds the bias on

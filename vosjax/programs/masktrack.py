@@ -15,6 +15,10 @@ Segmentation from Static Images", CVPR 2017:
   * optional second stream: the same network fine-tuned on the first frame's
     optical-flow magnitude (OpenCV DIS flow), its probabilities averaged with
     the RGB stream's (Sec. 3.3). No CRF (the paper's 79.7 J uses one).
+  * not in the paper, off unless set: `inference.area_cap`, a mask may grow
+    at most that factor from one frame to the next
+    (`vosjax.propagation.cap_area_growth`), against masks that spread into
+    similar background and feed the spread on.
 
 Variants: `offline` (no fine-tuning), `online`, `two_stream` (flow on), plus
 the pipeline's baseline. Several objects are propagated one by one with the
