@@ -22,8 +22,8 @@ and negatives by |Y+|/|Y|, so its probability 0.5 is the unweighted
 |Y+|/|Y|), {"dilate": r} (the fed mask dilated by a disk of radius r, as
 the training input masks are), {"warp": true} (the fed mask moved to the
 next frame along its backward DIS flow before the step), {"area_cap": c}
-(each frame's threshold raised until its mask is at most c times the fed
-mask's area, `variant_step`), or several.
+(`inference.area_cap`: each frame's threshold raised until its mask is at
+most c times the fed mask's area), or several.
 `--online_loss=bce` fine-tunes with
 the plain, unweighted BCE instead of the class-balanced one (an ablation,
 not a config option: the loss is swapped for the online stage only).
@@ -91,10 +91,6 @@ def warp(mask, flow):
                                            mode="nearest")[None]
 
 
-# The thresholds `area_cap` chooses from, at or above the variant's own.
-AREA_CAP_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
-
-
 def variant_step(model, dilate, warped=False, area_cap=0.0):
   """`step(variables, frame, prev)`; variables = {"net", "shift"}.
 
@@ -102,11 +98,9 @@ def variant_step(model, dilate, warped=False, area_cap=0.0):
   the scan's binary feed and the output's 0.5 threshold both sit at it.
   With `warped`, `frame` is {"rgb", "flow"} and the fed mask is first moved
   to frame t along the backward flow (Perazzi et al. 2017, Sec. 3.3).
-  With `area_cap` c > 0, each frame's threshold is the lowest of
-  `AREA_CAP_THRESHOLDS` (at or above sigmoid(shift)) whose mask covers at
-  most c times the fed mask's area (the highest if none does; the variant's
-  own where the fed mask is empty): a mask may shrink freely but grow by at
-  most a factor c a frame.
+  With `area_cap` c > 0, the shifted probabilities then go through
+  `propagation.cap_area_growth` (a mask grows at most a factor c a frame,
+  as `inference.area_cap` does in the program).
   """
   base = masktrack_program.propagation_step(model)
   kernel = jnp.asarray(mask_deform.disk(dilate), jnp.float32)[..., None, None]
@@ -121,17 +115,8 @@ def variant_step(model, dilate, warped=False, area_cap=0.0):
           dimension_numbers=("NHWC", "HWIO", "NHWC"))[..., 0]
       prev = (prev > 0.5).astype(jnp.float32)
     p = jnp.clip(base(variables["net"], frame, prev), 1e-7, 1 - 1e-7)
-    logit = jnp.log(p) - jnp.log1p(-p) - variables["shift"]
-    if area_cap:
-      shifts = jnp.log(jnp.asarray(AREA_CAP_THRESHOLDS)) - jnp.log1p(
-          -jnp.asarray(AREA_CAP_THRESHOLDS))
-      shifts = jnp.maximum(shifts - variables["shift"], 0.0)
-      areas = jnp.sum(logit[None] > shifts[:, None, None, None], (1, 2, 3))
-      prev_area = jnp.sum(prev > 0.5)
-      ok = areas <= area_cap * prev_area
-      pick = jnp.where(jnp.any(ok), jnp.argmax(ok), len(shifts) - 1)
-      logit = logit - jnp.where(prev_area > 0, shifts[pick], 0.0)
-    return jax.nn.sigmoid(logit)
+    p = jax.nn.sigmoid(jnp.log(p) - jnp.log1p(-p) - variables["shift"])
+    return propagation.cap_area_growth(p, prev, area_cap) if area_cap else p
 
   return step
 

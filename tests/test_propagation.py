@@ -135,7 +135,7 @@ def test_capped_masks_grow_at_most_the_cap():
   plain, capped = masks(0.0), masks(1.1)
   assert np.any(area(plain)[1:] > 1.1 * area(plain)[:-1]), area(plain)
   assert not np.array_equal(plain, capped)
-  step = masktrack_program.propagation_step(model)
+  step = jax.jit(masktrack_program.propagation_step(model))
   for t in range(1, len(frames)):
     fed = capped[t - 1][None].astype(np.float32)
     raw = np.asarray(step(variables, frames[t:t + 1], fed))[0]

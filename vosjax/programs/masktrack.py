@@ -18,7 +18,8 @@ Segmentation from Static Images", CVPR 2017:
   * not in the paper, off unless set: `inference.area_cap`, a mask may grow
     at most that factor from one frame to the next
     (`vosjax.propagation.cap_area_growth`), against masks that spread into
-    similar background and feed the spread on.
+    similar background and feed the spread on (measured, not used by any
+    experiment: docs/RESULTS.md).
 
 Variants: `offline` (no fine-tuning), `online`, `two_stream` (flow on), plus
 the pipeline's baseline. Several objects are propagated one by one with the
